@@ -1,0 +1,41 @@
+"""storekit: the session-store contract, a conformance suite for it, and reference stores."""
+
+from storekit.codec import expires_in
+from storekit.contract import (
+    AsyncStore,
+    Session,
+    Store,
+    SupportsAll,
+    SupportsAsyncAll,
+    SupportsAsyncClear,
+    SupportsAsyncLength,
+    SupportsAsyncTouch,
+    SupportsClear,
+    SupportsLength,
+    SupportsTouch,
+)
+from storekit.errors import InvalidSessionData, InvalidSessionId, StoreError, StoreUnavailable
+from storekit.target import Target
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncStore",
+    "InvalidSessionData",
+    "InvalidSessionId",
+    "Session",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "SupportsAll",
+    "SupportsAsyncAll",
+    "SupportsAsyncClear",
+    "SupportsAsyncLength",
+    "SupportsAsyncTouch",
+    "SupportsClear",
+    "SupportsLength",
+    "SupportsTouch",
+    "Target",
+    "__version__",
+    "expires_in",
+]

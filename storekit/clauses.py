@@ -1,0 +1,102 @@
+"""The clause catalogue: every clause of the contract, its section and its level.
+
+The IDs are public: a failing test, the JSON report and ``docs/contract.md``
+all name the same clause. ``tests/test_docs.py`` checks that the docs list
+exactly these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["CLAUSES", "LEVELS", "SECTIONS", "Clause", "by_id"]
+
+
+@dataclass(frozen=True)
+class Clause:
+    id: str
+    summary: str
+
+    @property
+    def section(self) -> str:
+        return self.id.partition(".")[0]
+
+
+SECTIONS: dict[str, str] = {
+    "sid": "required",
+    "get": "required",
+    "set": "required",
+    "destroy": "required",
+    "ttl": "required",
+    "touch": "recommended",
+    "length": "optional",
+    "clear": "optional",
+    "all": "optional",
+    "threads": "required",
+    "process": "shared",
+    "sticky": "sticky",
+    "errors": "outage",
+}
+"""Each section and what it takes: required of every store, recommended or
+optional methods (a store that lacks one is "not offered"), or clauses for
+targets that claim to be shared, to work behind the sticky server, or to
+have an outage hook."""
+
+LEVELS: list[tuple[str, tuple[str, ...]]] = [
+    ("core", ("sid", "get", "set", "destroy", "ttl", "threads")),
+    ("full", ("touch", "length", "clear", "all")),
+    ("shared", ("process",)),
+    ("sticky", ("sticky",)),
+]
+"""Conformance levels, each adding its sections to the ones before it."""
+
+CLAUSES: list[Clause] = [
+    Clause("sid.1", "a sid that is not a non-empty str raises InvalidSessionId"),
+    Clause("sid.2", "distinct sids never share a session"),
+    Clause("sid.3", "every sid round-trips or raises InvalidSessionId; none escapes the namespace"),
+    Clause("get.1", "get of an unknown sid returns None and creates nothing"),
+    Clause("get.2", "get returns the session last set, as its JSON round trip"),
+    Clause("get.3", "every get returns a new object; no aliasing with set's argument"),
+    Clause("set.1", "set replaces the whole session; it never merges"),
+    Clause("set.2", "a non-JSON session raises InvalidSessionData and changes nothing"),
+    Clause("set.3", "values round-trip exactly"),
+    Clause("set.4", "sessions up to max_session_bytes are kept; larger raise, never truncated"),
+    Clause("destroy.1", "after destroy, get returns None"),
+    Clause("destroy.2", "destroy of an unknown sid is a no-op"),
+    Clause("destroy.3", "destroy removes that sid only"),
+    Clause("ttl.1", "a session is returned until expires - resolution"),
+    Clause("ttl.2", "from expires + resolution, get, length and all leave it out"),
+    Clause("ttl.3", "set with an expiry at or before now stores nothing and removes the sid"),
+    Clause("ttl.4", "a later set replaces the expiry, longer or shorter"),
+    Clause("ttl.5", "a session with no expiry lives for the default TTL"),
+    Clause("ttl.6", "a malformed cookie.expires raises InvalidSessionData and changes nothing"),
+    Clause("touch.1", "touch sets the expiry and leaves the data as it was"),
+    Clause("touch.2", "touch of an unknown, destroyed or expired sid creates nothing"),
+    Clause("touch.3", "touch with an expiry at or before now removes the session"),
+    Clause("length.1", "length counts live sessions"),
+    Clause("clear.1", "after clear, every get returns None and length is 0"),
+    Clause("clear.2", "clear on an empty store is a no-op"),
+    Clause("clear.3", "clear removes its own namespace only"),
+    Clause("all.1", "all returns a new dict of every live sid to its session"),
+    Clause("threads.1", "one store from 8 threads (or 64 tasks) gives linearizable histories"),
+    Clause("process.1", "a write that returned in one process is seen by later operations in others"),
+    Clause("process.2", "concurrent operations from 4+ processes give linearizable histories"),
+    Clause("process.3", "a SIGKILLed process loses no returned write and breaks nothing"),
+    Clause("process.4", "every process sees the same expiry"),
+    Clause("sticky.1", "under ip-hash, every request from one address reaches the same worker"),
+    Clause("sticky.2", "under ip-hash, each client's session persists across its requests"),
+    Clause("sticky.3", "under round-robin, sessions persist for a shared store"),
+    Clause("sticky.4", "a killed worker is replaced in its slot; shared sessions survive"),
+    Clause("sticky.5", "64 addresses over 4 workers: no worker gets over twice its share"),
+    Clause("errors.1", "during an outage, operations raise StoreUnavailable in time; recovery after"),
+]
+
+_BY_ID = {clause.id: clause for clause in CLAUSES}
+
+
+def by_id(clause_id: str) -> Clause:
+    """The clause with that ID; KeyError naming the known IDs otherwise."""
+    try:
+        return _BY_ID[clause_id]
+    except KeyError:
+        raise KeyError(f"unknown clause {clause_id!r}; known: {', '.join(_BY_ID)}") from None

@@ -1,0 +1,245 @@
+"""Strict JSON encoding, session-ID checks and expiry parsing.
+
+These are the helpers every conforming store needs and most get subtly wrong:
+``json.dumps`` quietly turns ``{1: "a"}`` into ``{"1": "a"}``, writes ``NaN``
+that no other JSON parser reads, and happily encodes lone surrogates that no
+UTF-8 backend can store. The functions here reject all of that with
+:class:`~storekit.errors.InvalidSessionData`, naming where in the session the
+problem is, so that a store built on them passes set.2, set.3, set.4 and ttl.6
+without further thought.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from storekit.errors import InvalidSessionData, InvalidSessionId, cut
+
+__all__ = [
+    "DEFAULT_MAX_SESSION_BYTES",
+    "MAX_DEPTH",
+    "MAX_SID_LENGTH",
+    "check_sid",
+    "decode_session",
+    "encode_session",
+    "expires_in",
+    "format_expires",
+    "parse_expires",
+    "session_expiry",
+]
+
+DEFAULT_MAX_SESSION_BYTES = 1 << 20
+"""set.4: sessions up to 1 MiB of encoded JSON must be kept."""
+
+MAX_DEPTH = 512
+"""Containers nested deeper than this are rejected (set.3 asks for 64)."""
+
+MAX_SID_LENGTH = 1024
+"""Longer sids are rejected; sid.2 asks for 256 and express-session uses 32."""
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def check_sid(sid: object, *, max_length: int = MAX_SID_LENGTH) -> str:
+    """Return ``sid`` if it is a session ID a store can keep, else raise.
+
+    A sid must be a non-empty ``str`` (sid.1) of at most ``max_length``
+    characters that encodes to UTF-8 (no lone surrogates), so that every
+    backend, from a dict to a Redis key to a cookie, can hold it (sid.3).
+    """
+    if not isinstance(sid, str):
+        raise InvalidSessionId(
+            f"session ID must be a str, got {type(sid).__name__} {cut(sid)}; "
+            "pass the sid as text, e.g. str(sid)",
+            sid,
+        )
+    if not sid:
+        raise InvalidSessionId("session ID must not be empty; generate one with storekit.session.new_sid()", sid)
+    if len(sid) > max_length:
+        raise InvalidSessionId(
+            f"session ID {cut(sid)} is {len(sid)} characters; this store accepts at most {max_length}",
+            sid,
+        )
+    try:
+        sid.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidSessionId(
+            f"session ID {cut(sid)} contains a lone surrogate and is not valid Unicode text", sid
+        ) from None
+    return sid
+
+
+def _where(path: list[Any]) -> str:
+    return "the session" if not path else "session" + "".join(f"[{p!r}]" for p in path)
+
+
+def _validate(session: object) -> None:
+    """Walk ``session`` and raise InvalidSessionData at the first non-JSON part."""
+    if not isinstance(session, dict):
+        raise InvalidSessionData(
+            f"a session must be a dict (a JSON object), got {type(session).__name__} {cut(session)}"
+        )
+    stack: list[tuple[object, list[Any]]] = [(session, [])]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, _SCALARS):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InvalidSessionData(
+                    f"{_where(path)} is {value!r}, which JSON cannot represent; "
+                    "store a finite number or None",
+                    path,
+                )
+            continue
+        if len(path) >= MAX_DEPTH:
+            raise InvalidSessionData(
+                f"{_where(path[:3])}... is nested more than {MAX_DEPTH} levels deep; flatten the data",
+                path,
+            )
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise InvalidSessionData(
+                        f"{_where(path)} has key {cut(key)} of type {type(key).__name__}; "
+                        "JSON object keys must be str (json.dumps would silently turn it into "
+                        f"{json.dumps(str(key))})",
+                        [*path, key],
+                    )
+                stack.append((item, [*path, key]))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((item, [*path, index]) for index, item in enumerate(value))
+        else:
+            raise InvalidSessionData(
+                f"{_where(path)} is a {type(value).__name__} ({cut(value)}), which is not a JSON "
+                "value; convert it to str, int, float, bool, None, list or dict before saving",
+                path,
+            )
+
+
+def encode_session(session: object, *, max_bytes: int = DEFAULT_MAX_SESSION_BYTES) -> bytes:
+    """Encode a session as compact UTF-8 JSON, or raise InvalidSessionData.
+
+    Rejects what is not a JSON object (set.2), sessions larger than
+    ``max_bytes`` (set.4), and strings that are not valid Unicode. What comes
+    back from :func:`decode_session` equals ``json.loads(json.dumps(session))``.
+    """
+    _validate(session)
+    text = json.dumps(session, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidSessionData(
+            "the session contains a string with a lone surrogate "
+            f"({cut(exc.object[max(0, exc.start - 10) : exc.end + 10])}), which is not valid Unicode; "
+            "decode bytes with errors='replace' or drop the character"
+        ) from None
+    if len(data) > max_bytes:
+        raise InvalidSessionData(
+            f"the session encodes to {len(data)} bytes of JSON; this store keeps at most "
+            f"{max_bytes} bytes per session (keep large data elsewhere and store a reference)"
+        )
+    return data
+
+
+def decode_session(data: bytes | str) -> dict[str, Any]:
+    """Decode what :func:`encode_session` produced."""
+    session = json.loads(data)
+    if not isinstance(session, dict):
+        raise InvalidSessionData(f"stored data is not a JSON object: {cut(data)}")
+    return session
+
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:([Zz])|([+-])(\d\d):(\d\d))\Z",
+    re.ASCII,
+)
+
+
+def parse_expires(value: object) -> float:
+    """Parse an RFC 3339 timestamp with an offset into POSIX seconds.
+
+    ``"2026-11-22T10:00:00.000Z"`` (what express-session writes) and
+    ``"2026-11-22T11:00:00+01:00"`` are accepted; a naive timestamp, a number
+    or anything else raises InvalidSessionData (ttl.6).
+    """
+    if not isinstance(value, str):
+        raise InvalidSessionData(
+            f"cookie.expires must be an RFC 3339 string such as '2026-11-22T10:00:00.000Z', "
+            f"got {type(value).__name__} {cut(value)}; use storekit.codec.format_expires()",
+            ["cookie", "expires"],
+        )
+    match = _RFC3339.match(value)
+    if match is None:
+        hint = " (it has no UTC offset: add 'Z' or '+00:00')" if _looks_naive(value) else ""
+        raise InvalidSessionData(
+            f"cookie.expires {cut(value)} is not an RFC 3339 timestamp with an offset{hint}; "
+            "write it as '2026-11-22T10:00:00.000Z'",
+            ["cookie", "expires"],
+        )
+    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
+    try:
+        offset = timedelta(0)
+        if not zulu:
+            if int(off_h) > 23 or int(off_m) > 59:
+                raise ValueError("offset out of range")
+            offset = timedelta(hours=int(off_h), minutes=int(off_m))
+            if sign == "-":
+                offset = -offset
+        moment = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second),
+            tzinfo=timezone(offset),
+        )  # fmt: skip
+    except ValueError as exc:
+        raise InvalidSessionData(
+            f"cookie.expires {cut(value)} is not a valid date and time ({exc})",
+            ["cookie", "expires"],
+        ) from None
+    return moment.timestamp() + (float("0." + fraction) if fraction else 0.0)
+
+
+def _looks_naive(value: str) -> bool:
+    return re.fullmatch(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d(:\d\d(\.\d+)?)?", value) is not None
+
+
+def format_expires(when: float) -> str:
+    """Format POSIX seconds as express-session does: UTC, milliseconds, ``Z``."""
+    millis = math.floor(when * 1000)
+    moment = datetime.fromtimestamp(millis // 1000, timezone.utc)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{millis % 1000:03d}Z"
+
+
+def session_expiry(session: dict[str, Any]) -> float | None:
+    """The POSIX time at which ``session`` expires, from ``cookie.expires``.
+
+    ``None`` when the session has no cookie, no ``expires`` or ``expires: null``:
+    such a session lives for the store's default TTL (ttl.5).
+    """
+    cookie = session.get("cookie")
+    if cookie is None:
+        return None
+    if not isinstance(cookie, dict):
+        raise InvalidSessionData(
+            f"session['cookie'] must be an object holding 'expires', got "
+            f"{type(cookie).__name__} {cut(cookie)}; express-session reads it as the cookie",
+            ["cookie"],
+        )
+    expires = cookie.get("expires")
+    return None if expires is None else parse_expires(expires)
+
+
+def expires_in(seconds: float, *, clock: Callable[[], float] = time.time) -> dict[str, Any]:
+    """A session cookie, shaped as express-session writes it, expiring in ``seconds``.
+
+    ``session["cookie"] = expires_in(3600)`` gives a session one hour to live.
+    """
+    return {
+        "originalMaxAge": round(seconds * 1000),
+        "expires": format_expires(clock() + seconds),
+        "httpOnly": True,
+        "path": "/",
+    }

@@ -1,0 +1,199 @@
+"""The storekit store contract, as typing protocols.
+
+A store is any object with these methods; it needs no base class and no
+import of storekit. The docstrings are the specification: each names the
+clause IDs that the conformance suite (``storekit.conformance``) checks, and
+``docs/contract.md`` explains each clause and where it comes from.
+
+Terms:
+
+* a **sid** is a non-empty ``str``;
+* a **session** is a ``dict`` that is a JSON object; a store keeps its JSON
+  value, so ``get`` returns what ``json.loads(json.dumps(session))`` would;
+* a session's **expiry** is ``session["cookie"]["expires"]``, an RFC 3339
+  string with an offset as express-session writes it. Without one, the
+  session lives for the store's default TTL.
+
+The methods mirror connect/express-session's Store: ``get``, ``set`` and
+``destroy`` are required; ``touch`` is recommended; ``length``, ``clear`` and
+``all`` are optional. :class:`AsyncStore` is the same contract with coroutine
+methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "AsyncStore",
+    "Session",
+    "Store",
+    "SupportsAll",
+    "SupportsAsyncAll",
+    "SupportsAsyncClear",
+    "SupportsAsyncLength",
+    "SupportsAsyncTouch",
+    "SupportsClear",
+    "SupportsLength",
+    "SupportsTouch",
+]
+
+Session = dict[str, Any]
+"""A session: a JSON object, with its expiry in ``session["cookie"]["expires"]``."""
+
+
+@runtime_checkable
+class Store(Protocol):
+    """The required part of the contract.
+
+    A sid that is not a non-empty ``str`` makes every method raise
+    :class:`~storekit.InvalidSessionId` (sid.1). Sids are opaque and
+    case-sensitive: distinct sids never share a session (sid.2); a store
+    either keeps any sid exactly or rejects it with InvalidSessionId, and no
+    sid can reach outside the store's own namespace (sid.3).
+    """
+
+    def get(self, sid: str) -> Session | None:
+        """Return the session stored under ``sid``, or ``None``.
+
+        * get.1: an unknown sid gives ``None`` (not ``{}``, not an error) and
+          creates nothing.
+        * get.2: the result equals the JSON round trip of the session last set.
+        * get.3: every call returns a new object; mutating it, or mutating the
+          dict passed to ``set`` after ``set`` returned, changes nothing stored.
+        * ttl.1/ttl.2: a session is returned until its ``cookie.expires``
+          (give or take the store's resolution) and ``None`` after it.
+        """
+        ...
+
+    def set(self, sid: str, session: Session) -> None:
+        """Store ``session`` under ``sid``, replacing whatever was there.
+
+        * set.1: an upsert that replaces the whole session; it never merges.
+        * set.2: a session that is not a JSON object (non-dict, a non-``str``
+          key at any depth, a set, bytes, datetime, Decimal, NaN or infinity)
+          raises :class:`~storekit.InvalidSessionData`, and what was stored
+          under ``sid`` before is unchanged.
+        * set.3: values round-trip exactly: nesting 64 deep, any Unicode
+          (astral characters and NUL), 64-bit ints, floats to the last bit,
+          bools, ``None``, empty containers.
+        * set.4: sessions up to 1 MiB of encoded JSON are kept; larger ones
+          raise InvalidSessionData and are never truncated.
+        * ttl.3: a ``cookie.expires`` at or before now stores nothing and
+          removes any session under ``sid``, without error.
+        * ttl.4: a later ``set`` replaces the expiry, longer or shorter.
+        * ttl.5: a session with no expiry lives for the store's default TTL.
+        * ttl.6: a ``cookie.expires`` that is not an RFC 3339 string with an
+          offset raises InvalidSessionData and leaves the stored session as it was.
+        """
+        ...
+
+    def destroy(self, sid: str) -> None:
+        """Remove the session under ``sid``.
+
+        * destroy.1: afterwards ``get(sid)`` returns ``None``.
+        * destroy.2: destroying an unknown sid does nothing and raises nothing.
+        * destroy.3: only that sid is removed.
+        """
+        ...
+
+
+@runtime_checkable
+class SupportsTouch(Protocol):
+    """The recommended ``touch``: renew a session's expiry without rewriting it."""
+
+    def touch(self, sid: str, session: Session) -> None:
+        """Set the expiry of the session under ``sid`` from ``session["cookie"]["expires"]``.
+
+        * touch.1: the stored data (every key but ``"cookie"``) stays as it was.
+        * touch.2: an unknown, destroyed or expired sid is left absent; touch
+          creates nothing.
+        * touch.3: an ``expires`` at or before now removes the session.
+        """
+        ...
+
+
+@runtime_checkable
+class SupportsLength(Protocol):
+    """The optional ``length``."""
+
+    def length(self) -> int:
+        """length.1: the number of live sessions; expired ones are not counted."""
+        ...
+
+
+@runtime_checkable
+class SupportsClear(Protocol):
+    """The optional ``clear``."""
+
+    def clear(self) -> None:
+        """Remove every session in this store's namespace.
+
+        * clear.1: afterwards every ``get`` returns ``None`` and ``length()`` is 0.
+        * clear.2: clearing an empty store does nothing and raises nothing.
+        * clear.3: sessions in another namespace (another prefix, another
+          collection) are untouched.
+        """
+        ...
+
+
+@runtime_checkable
+class SupportsAll(Protocol):
+    """The optional ``all``."""
+
+    def all(self) -> dict[str, Session]:
+        """all.1: a new dict of every live sid to its session, and nothing else."""
+        ...
+
+
+@runtime_checkable
+class AsyncStore(Protocol):
+    """:class:`Store` for asyncio: the same clauses, with coroutine methods."""
+
+    async def get(self, sid: str) -> Session | None:
+        """See :meth:`Store.get`."""
+        ...
+
+    async def set(self, sid: str, session: Session) -> None:
+        """See :meth:`Store.set`."""
+        ...
+
+    async def destroy(self, sid: str) -> None:
+        """See :meth:`Store.destroy`."""
+        ...
+
+
+@runtime_checkable
+class SupportsAsyncTouch(Protocol):
+    """:class:`SupportsTouch` for asyncio."""
+
+    async def touch(self, sid: str, session: Session) -> None:
+        """See :meth:`SupportsTouch.touch`."""
+        ...
+
+
+@runtime_checkable
+class SupportsAsyncLength(Protocol):
+    """:class:`SupportsLength` for asyncio."""
+
+    async def length(self) -> int:
+        """See :meth:`SupportsLength.length`."""
+        ...
+
+
+@runtime_checkable
+class SupportsAsyncClear(Protocol):
+    """:class:`SupportsClear` for asyncio."""
+
+    async def clear(self) -> None:
+        """See :meth:`SupportsClear.clear`."""
+        ...
+
+
+@runtime_checkable
+class SupportsAsyncAll(Protocol):
+    """:class:`SupportsAll` for asyncio."""
+
+    async def all(self) -> dict[str, Session]:
+        """See :meth:`SupportsAll.all`."""
+        ...
