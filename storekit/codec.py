@@ -60,7 +60,7 @@ def check_sid(sid: object, *, max_length: int = MAX_SID_LENGTH) -> str:
             sid,
         )
     if not sid:
-        raise InvalidSessionId("session ID must not be empty; generate one with storekit.session.new_sid()", sid)
+        raise InvalidSessionId("session ID must not be empty; generate one with secrets.token_urlsafe()", sid)
     if len(sid) > max_length:
         raise InvalidSessionId(
             f"session ID {cut(sid)} is {len(sid)} characters; this store accepts at most {max_length}",

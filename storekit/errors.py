@@ -27,7 +27,7 @@ class StoreError(Exception):
     """The root of every error storekit and conforming stores raise."""
 
 
-class InvalidSessionId(StoreError, ValueError):  # noqa: N818 - the contract's name
+class InvalidSessionId(StoreError, ValueError):
     """A session ID the store cannot accept (clauses sid.1 and sid.3).
 
     ``.sid`` holds the rejected value.
@@ -38,7 +38,7 @@ class InvalidSessionId(StoreError, ValueError):  # noqa: N818 - the contract's n
         self.sid = sid
 
 
-class InvalidSessionData(StoreError, ValueError):  # noqa: N818 - the contract's name
+class InvalidSessionData(StoreError, ValueError):
     """A session the store cannot keep: not a JSON object, too large, or with a
     malformed ``cookie.expires`` (clauses set.2, set.4 and ttl.6).
 
@@ -51,7 +51,7 @@ class InvalidSessionData(StoreError, ValueError):  # noqa: N818 - the contract's
         self.path = list(path or [])
 
 
-class StoreUnavailable(StoreError, ConnectionError):  # noqa: N818 - the contract's name
+class StoreUnavailable(StoreError, ConnectionError):
     """The store's backend cannot be reached (clause errors.1).
 
     Raised within the store's timeout, never after hanging, and never in place
