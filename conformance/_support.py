@@ -1,0 +1,226 @@
+"""What every conformance module uses: sids, sessions, time, optional methods, async stores."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, NoReturn
+
+import pytest
+
+from storekit.codec import format_expires
+from storekit.errors import cut
+from storekit.target import Target
+
+OPTIONAL = ("touch", "length", "clear", "all")
+RECOMMENDED = ("touch",)
+MARGIN = 0.5
+"""Seconds of slack added to every expiry window, for a loaded CI machine."""
+
+_counter = itertools.count()
+
+
+class ClauseViolation(AssertionError):
+    """A failed check that names its clause: ``clause: what was seen``."""
+
+    def __init__(self, clause: str, message: str) -> None:
+        super().__init__(f"{clause}: {message}")
+        self.clause = clause
+
+
+def fail(clause: str, message: str) -> NoReturn:
+    __tracebackhide__ = True
+    raise ClauseViolation(clause, message)
+
+
+def check(condition: object, clause: str, message: str) -> None:
+    __tracebackhide__ = True
+    if not condition:
+        raise ClauseViolation(clause, message)
+
+
+def show(value: object) -> str:
+    return cut(value, 120)
+
+
+def new_sid(tag: str = "s") -> str:
+    """A sid no other test or process uses."""
+    return f"sk-{tag}-{os.getpid()}-{next(_counter)}-{secrets.token_hex(4)}"
+
+
+def expiring(seconds: float, **data: Any) -> dict[str, Any]:
+    """A session with ``data`` whose cookie expires ``seconds`` from now."""
+    return {**data, "cookie": {"expires": format_expires(time.time() + seconds), "path": "/"}}
+
+
+def sleep_until(deadline: float) -> None:
+    """Sleep until ``time.time()`` reaches ``deadline``: the contract's own deadline,
+    not a guess at how long something takes."""
+    while (left := deadline - time.time()) > 0:
+        time.sleep(min(left, 0.05))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def offers(store: object, method: str) -> bool:
+    return callable(getattr(store, method, None))
+
+
+def require(store: object, method: str) -> None:
+    """Skip as "not offered" when the store lacks an optional method."""
+    __tracebackhide__ = True
+    if not offers(store, method):
+        kind = "recommended" if method in RECOMMENDED else "optional"
+        pytest.skip(f"not offered: store has no {method}(); {method} is {kind}")
+
+
+def not_applicable(reason: str) -> NoReturn:
+    __tracebackhide__ = True
+    pytest.skip(f"not applicable: {reason}")
+
+
+class AsyncStoreFacade:
+    """Drives an async store from synchronous test code, on a private event loop
+    in a background thread. Optional methods appear only when the store has them."""
+
+    def __init__(self, store: Any) -> None:
+        self.inner = store
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="storekit-async", daemon=True)
+        self._thread.start()
+        for name in OPTIONAL:
+            if offers(store, name):
+                setattr(self, name, self._bind(name))
+
+    def run(self, awaitable: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(awaitable, self.loop).result()
+
+    def _bind(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.inner, name)
+        return lambda *args: self.run(method(*args))
+
+    def get(self, sid: Any) -> Any:
+        return self.run(self.inner.get(sid))
+
+    def set(self, sid: Any, session: Any) -> None:
+        self.run(self.inner.set(sid, session))
+
+    def destroy(self, sid: Any) -> None:
+        self.run(self.inner.destroy(sid))
+
+    def close(self) -> None:
+        close = getattr(self.inner, "aclose", None) or getattr(self.inner, "close", None)
+        if callable(close) and inspect.iscoroutinefunction(close):
+            self.run(close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+    def __repr__(self) -> str:
+        return f"<async {self.inner!r}>"
+
+
+def is_async(store: object) -> bool:
+    return inspect.iscoroutinefunction(getattr(store, "get", None))
+
+
+def build_store(target: Target, factory: Callable[[], Any] | None = None) -> Any:
+    """Call the target's factory and check that what it returns is a store."""
+    __tracebackhide__ = True
+    store = (factory or target.factory)()
+    missing = [name for name in ("get", "set", "destroy") if not offers(store, name)]
+    if missing:
+        pytest.fail(
+            f"target {target.name!r} returned {show(store)}, which has no {', '.join(missing)}(); "
+            "a store needs get, set and destroy",
+            pytrace=False,
+        )
+    if is_async(store):
+        mixed = [n for n in ("set", "destroy") if not inspect.iscoroutinefunction(getattr(store, n))]
+        if mixed:
+            pytest.fail(
+                f"target {target.name!r} returned {show(store)}, whose get() is a coroutine "
+                f"function but whose {', '.join(mixed)}() is not; an async store is async throughout",
+                pytrace=False,
+            )
+        return AsyncStoreFacade(store)
+    return store
+
+
+def close_store(store: Any) -> None:
+    if isinstance(store, AsyncStoreFacade):
+        store.close()
+        return
+    close = getattr(store, "close", None)
+    if callable(close) and not inspect.iscoroutinefunction(close):
+        close()
+
+
+class Stores:
+    """Builds stores for one test and closes them after it."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self._made: list[Any] = []
+
+    def new(self) -> Any:
+        store = build_store(self.target)
+        self._made.append(store)
+        return store
+
+    def namespaced(self, namespace: str) -> Any:
+        if self.target.namespaced is None:
+            raise LookupError("target has no namespaced hook")
+        namespaced = self.target.namespaced
+        store = build_store(self.target, lambda: namespaced(namespace))
+        self._made.append(store)
+        return store
+
+    def isolated(self) -> Any:
+        """A store that no other test writes to: a fresh namespace where the target
+        has them, a fresh instance of a process-local store, else the shared one."""
+        if self.target.namespaced is not None:
+            return self.namespaced(new_sid("ns"))
+        return self.new()
+
+    def close(self) -> None:
+        while self._made:
+            close_store(self._made.pop())
+
+
+def round_trip(value: Any) -> Any:
+    """What a store must give back for ``value``: its JSON round trip."""
+    import json
+
+    return json.loads(json.dumps(value))
+
+
+def same(a: object, b: object) -> bool:
+    """Equality that JSON would see: True is not 1, 1.0 is not 1, -0.0 is not 0.0."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        assert isinstance(b, dict)
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        assert isinstance(b, list)
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float):
+        assert isinstance(b, float)
+        return a.hex() == b.hex()
+    return a == b

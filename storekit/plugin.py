@@ -1,0 +1,111 @@
+"""The pytest plugin: ``pytest --storekit=MODULE:ATTR`` runs the conformance suite.
+
+Registered under the ``pytest11`` entry point, so it is loaded in every
+pytest run of an environment where storekit is installed. It therefore
+imports nothing beyond pytest until ``--storekit`` (or ``STOREKIT_TARGET``)
+is given, and without them it changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import pkgutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from storekit.target import Target
+
+ENV_VAR = "STOREKIT_TARGET"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("storekit", "storekit session-store conformance")
+    group.addoption(
+        "--storekit",
+        action="append",
+        default=[],
+        metavar="MODULE:ATTR",
+        help="run the conformance suite against this target: a storekit.Target or a "
+        "zero-argument callable returning a store (repeatable; env: STOREKIT_TARGET)",
+    )
+    group.addoption(
+        "--storekit-report",
+        metavar="PATH",
+        default=None,
+        help="write the clause-by-clause verdicts as JSON to PATH",
+    )
+    group.addoption(
+        "--storekit-badge",
+        metavar="PATH",
+        default=None,
+        help="write an SVG badge of the conformance level to PATH, with a shields.io endpoint JSON beside it",
+    )
+
+
+def target_specs(config: pytest.Config) -> list[str]:
+    specs: list[str] = list(config.getoption("storekit") or [])
+    if not specs and os.environ.get(ENV_VAR, "").strip():
+        specs = os.environ[ENV_VAR].split()
+    return specs
+
+
+def load_target(spec: str, search_dir: Path | None = None) -> Target:
+    """Resolve ``MODULE:ATTR`` to a Target, or raise pytest.UsageError saying why."""
+    from storekit.target import Target
+
+    module, sep, attr = spec.partition(":")
+    if not sep or not module.strip() or not attr.strip():
+        raise pytest.UsageError(
+            f"--storekit expects 'module:attribute', got {spec!r} "
+            "(for example --storekit=mypkg.stores:make_store)"
+        )
+    try:
+        obj = _resolve(spec, module, search_dir)
+    except ModuleNotFoundError as exc:
+        raise pytest.UsageError(
+            f"--storekit={spec}: cannot import module {module!r} ({exc}); "
+            "is the package installed, or run pytest from the directory that holds it?"
+        ) from None
+    except AttributeError as exc:
+        raise pytest.UsageError(
+            f"--storekit={spec}: module {module!r} has no attribute {attr!r} ({exc})"
+        ) from None
+    except Exception as exc:
+        raise pytest.UsageError(
+            f"--storekit={spec}: importing {module!r} raised {type(exc).__name__}: {exc}"
+        ) from None
+    try:
+        return Target.of(obj, name=attr.rpartition(".")[2])
+    except TypeError as exc:
+        raise pytest.UsageError(f"--storekit={spec}: {exc}") from None
+
+
+def _resolve(spec: str, module: str, search_dir: Path | None) -> object:
+    try:
+        return pkgutil.resolve_name(spec)
+    except ModuleNotFoundError as exc:
+        # `pytest` (unlike `python -m pytest`) does not put the current directory on
+        # sys.path; a store module beside the user is what they mean, so look there too.
+        top = module.partition(".")[0]
+        where = str(search_dir or Path.cwd())
+        if exc.name != top or where in sys.path:
+            raise
+        sys.path.insert(0, where)
+        return pkgutil.resolve_name(spec)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    specs = target_specs(config)
+    if not specs:
+        return
+    # Rewrite the suite's asserts even from an editable install, whose files the
+    # entry-point machinery cannot list; this must happen before the suite is imported.
+    pytest.register_assert_rewrite("storekit.conformance")
+    targets = [load_target(spec, config.invocation_params.dir) for spec in specs]
+    from storekit.suite import SuitePlugin
+
+    SuitePlugin.install(config, targets, specs)

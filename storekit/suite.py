@@ -1,0 +1,168 @@
+"""The hooks of a run with ``--storekit``: collect the suite, parametrize it over
+the targets, attribute each report to its clause, and report at the end.
+
+Installed by :func:`storekit.plugin.pytest_configure` only when targets are given.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Generator, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storekit.report import Outcome, Results
+from storekit.target import Target
+
+SUITE_PACKAGE = "storekit.conformance"
+MARKERS = {
+    "clause(id)": "the contract clause a storekit conformance test checks",
+    "expiry(scenario)": "a storekit conformance test whose scenario runs in the expiry lab",
+}
+
+
+class SuiteModule(pytest.Module):
+    """A conformance module, imported by its package name and collected by
+    storekit's own naming, whatever the user's python_files/python_functions."""
+
+    def _getobj(self) -> Any:
+        return importlib.import_module(self.name_in_package)
+
+    @property
+    def name_in_package(self) -> str:
+        return f"{SUITE_PACKAGE}.{self.path.stem}"
+
+    def funcnamefilter(self, name: str) -> bool:
+        return name.startswith("test_")
+
+    def classnamefilter(self, name: str) -> bool:
+        return False
+
+
+class SuiteCollector(pytest.Collector):
+    """The root of the suite in the collection tree: ``storekit/<section>``."""
+
+    def collect(self) -> Iterable[pytest.Item | pytest.Collector]:
+        package = importlib.import_module(SUITE_PACKAGE)
+        for info in pkgutil.iter_modules(package.__path__):
+            if info.name.startswith("test_"):
+                path = Path(package.__path__[0]) / f"{info.name}.py"
+                section = info.name.removeprefix("test_")
+                yield SuiteModule.from_parent(self, path=path, nodeid=f"storekit/{section}")
+
+
+class SuitePlugin:
+    def __init__(self, config: pytest.Config, targets: list[Target], specs: list[str]) -> None:
+        self.config = config
+        self.targets = _distinct_names(targets)
+        self.specs = specs
+        self.results = Results(self.targets)
+
+    @classmethod
+    def install(cls, config: pytest.Config, targets: list[Target], specs: list[str]) -> None:
+        for line in MARKERS.items():
+            config.addinivalue_line("markers", ": ".join(line))
+        if config.args_source != pytest.Config.ArgsSource.ARGS:
+            config.args = []  # no paths given: run the suite alone, not the tests around it
+        config.pluginmanager.register(cls(config, targets, specs), "storekit-suite")
+        config.pluginmanager.import_plugin("storekit.conformance.fixtures")
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_make_collect_report(self, collector: pytest.Collector) -> Generator[None, Any, Any]:
+        report = yield
+        if isinstance(collector, pytest.Session) and report.passed:
+            report.result.append(SuiteCollector.from_parent(collector, name="storekit", nodeid="storekit"))
+        return report
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if "storekit_target" in metafunc.fixturenames:
+            metafunc.parametrize(
+                "storekit_target",
+                self.targets,
+                ids=[target.name for target in self.targets],
+                indirect=True,
+                scope="session",
+            )
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            marker = item.get_closest_marker("clause")
+            callspec = getattr(item, "callspec", None)
+            if marker is None or callspec is None or "storekit_target" not in callspec.params:
+                continue
+            target = callspec.params["storekit_target"]
+            clause = str(marker.args[0])
+            item.user_properties += [("storekit_target", target.name), ("storekit_clause", clause)]
+            self.results.collected(target.name, clause)
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            props = {key: str(value) for key, value in item.user_properties}
+            if "storekit_target" in props:
+                self.results.deselected(props["storekit_target"], props["storekit_clause"])
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, Any, Any]:
+        report = yield
+        if call.excinfo is not None:
+            report.user_properties += [("storekit_blame", clause) for clause in _blamed(call.excinfo.value)]
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = {key: str(value) for key, value in report.user_properties}
+        target = props.get("storekit_target")
+        if target is None:
+            return
+        outcome = Outcome.from_report(report)
+        if outcome is None:
+            return
+        self.results.add(target, props["storekit_clause"], outcome)
+        for clause in {str(value) for key, value in report.user_properties if key == "storekit_blame"}:
+            if clause != props["storekit_clause"]:
+                self.results.add(target, clause, outcome.blamed_on(props["storekit_clause"]))
+
+    def pytest_report_header(self) -> list[str]:
+        return [
+            f"storekit: target {target.name} ({spec}), shared={target.shared}, "
+            f"ttl_resolution={target.ttl_resolution}s"
+            for target, spec in zip(self.targets, self.specs, strict=True)
+        ]
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        terminalreporter.section("storekit conformance")
+        for line in self.results.table():
+            terminalreporter.line(line)
+
+    def pytest_sessionfinish(self) -> None:
+        report_path = self.config.getoption("storekit_report")
+        badge_path = self.config.getoption("storekit_badge")
+        if report_path:
+            self.results.write_json(Path(report_path))
+        if badge_path:
+            self.results.write_badge(Path(badge_path))
+
+
+def _blamed(exc: BaseException) -> list[str]:
+    """The clauses a failure names: a ClauseViolation's, or those in an exception group."""
+    clause = getattr(exc, "clause", None)
+    if isinstance(clause, str):
+        return [clause]
+    inner = getattr(exc, "exceptions", None)
+    if isinstance(inner, tuple):
+        return [c for e in inner if isinstance(e, BaseException) for c in _blamed(e)]
+    return []
+
+
+def _distinct_names(targets: list[Target]) -> list[Target]:
+    seen: dict[str, int] = {}
+    for target in targets:
+        count = seen[target.name] = seen.get(target.name, 0) + 1
+        if count > 1:
+            target.name = f"{target.name}#{count}"
+    return targets

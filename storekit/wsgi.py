@@ -1,0 +1,332 @@
+"""SessionMiddleware: the WSGI shell over :mod:`storekit.session`.
+
+It reads the cookie, loads the session into ``environ["storekit.session"]``,
+runs the app, and before the response's headers go out (so before the client
+can see any of it, and so before it can send its next request) saves, touches
+or destroys as :func:`storekit.session.decide` says. A store error gives a
+500 and a log line on the ``storekit.session`` logger, never a silently empty
+session. Nothing is saved when the app raises or answers 5xx.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Literal
+
+from storekit import groups as _groups
+from storekit.codec import check_sid
+from storekit.contract import Store, SupportsTouch
+from storekit.cookie import cookie_values, delete_cookie_header, set_cookie_header, sign, unsign
+from storekit.errors import InvalidSessionId
+from storekit.options import DEFAULT_GROUP_TTL, SessionConfig, request_is_secure
+from storekit.session import Session, decide
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["ENVIRON_KEY", "SessionMiddleware", "session_of"]
+
+ENVIRON_KEY = "storekit.session"
+"""Where the session is in the WSGI environ."""
+
+log = logging.getLogger("storekit.session")
+
+_ERROR_BODY = b"Internal Server Error\n"
+
+
+def session_of(environ: WSGIEnvironment) -> Session:
+    """The session of this request, or a KeyError that says how to get one."""
+    try:
+        session: Session = environ[ENVIRON_KEY]
+    except KeyError:
+        raise KeyError(
+            f"no session in environ[{ENVIRON_KEY!r}]: wrap the app in storekit.wsgi.SessionMiddleware "
+            "(and check that the request path is under the cookie's path)"
+        ) from None
+    return session
+
+
+def _short(sid: str) -> str:
+    """A sid is a bearer token: logs get its first characters only."""
+    return sid[:6] + "..."
+
+
+class SessionMiddleware:
+    """Sessions in any conforming (sync) store for a WSGI app.
+
+    ``SessionMiddleware(app, store, secret="...")``; the other options are
+    those of :class:`storekit.options.SessionConfig`.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        store: Store,
+        *,
+        secret: str | bytes | list[str | bytes] | tuple[str | bytes, ...],
+        cookie_name: str = "connect.sid",
+        max_age: float | None = None,
+        rolling: bool = False,
+        resave: bool = False,
+        save_uninitialized: bool = False,
+        always_set: bool = False,
+        http_only: bool = True,
+        secure: bool | Literal["auto"] = False,
+        same_site: str | None = "lax",
+        path: str = "/",
+        domain: str | None = None,
+        trust_proxy: bool = False,
+        group_ttl: float = DEFAULT_GROUP_TTL,
+        **advanced: Any,
+    ) -> None:
+        for method in ("get", "set", "destroy"):
+            function = getattr(store, method, None)
+            if not callable(function):
+                raise TypeError(f"{store!r} has no {method}() method; a store needs get, set and destroy")
+            if inspect.iscoroutinefunction(function):
+                raise TypeError(
+                    f"{store!r}.{method} is a coroutine function: an async store is for async frameworks; "
+                    "SessionMiddleware (WSGI) needs a sync store such as storekit.reference.MemoryStore"
+                )
+        self.app = app
+        self.store = store
+        self.config = SessionConfig(
+            secret=secret,
+            cookie_name=cookie_name,
+            max_age=max_age,
+            rolling=rolling,
+            resave=resave,
+            save_uninitialized=save_uninitialized,
+            always_set=always_set,
+            http_only=http_only,
+            secure=secure,
+            same_site=same_site,
+            path=path,
+            domain=domain,
+            trust_proxy=trust_proxy,
+            group_ttl=group_ttl,
+            **advanced,  # clock, genid: for tests
+        )
+        self.toucher: SupportsTouch | None = store if isinstance(store, SupportsTouch) else None
+
+    def end_group(self, name: str) -> int:
+        """End every session of group ``name`` ("log out everywhere"); returns how many it held."""
+        return len(_groups.end_group(self.store, name))
+
+    def verified_sid(self, cookie_header: str | None) -> tuple[str | None, bool]:
+        """The sid of the first validly signed session cookie, and whether one was sent at all.
+
+        A signed sid that no store may hold (empty, too long, a group index)
+        counts as no cookie: a client never chooses its sid.
+        """
+        values = cookie_values(cookie_header, self.config.cookie_name)
+        for value in values:
+            sid = unsign(value, self.config.keys)
+            if sid is None:
+                continue
+            try:
+                check_sid(sid)
+            except InvalidSessionId:
+                continue
+            if not sid.startswith(_groups.GROUP_PREFIX):
+                return sid, True
+        return None, bool(values)
+
+    def load(self, cookie_sid: str | None) -> Session:
+        """The request's session: the stored one, or a fresh one with a fresh sid."""
+        if cookie_sid is None:
+            return Session.new(self.config, self.store)
+        record = self.store.get(cookie_sid)
+        if record is None:
+            return Session.new(self.config, self.store, cookie_sid=cookie_sid)
+        return Session.from_record(cookie_sid, record, self.config, self.store)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        if not (path or "/").startswith(self.config.path):
+            return self.app(environ, start_response)  # express-session: no session outside the path
+        cookie_sid, had_cookie = self.verified_sid(environ.get("HTTP_COOKIE"))
+        try:
+            session = self.load(cookie_sid)
+        except Exception:
+            log.exception(
+                "storekit: could not load session %s from %r; answering 500",
+                _short(cookie_sid or ""),
+                self.store,
+            )
+            return _error(start_response)
+        environ[ENVIRON_KEY] = session
+        secure = request_is_secure(
+            environ.get("wsgi.url_scheme", "http"),
+            environ.get("HTTP_X_FORWARDED_PROTO"),
+            trust_proxy=self.config.trust_proxy,
+        )
+        return _Exchange(self, session, secure, had_cookie, start_response).run(environ)
+
+
+def _error(start_response: StartResponse, exc_info: OptExcInfo | None = None) -> list[bytes]:
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(_ERROR_BODY)))]
+    start_response("500 Internal Server Error", headers, exc_info)
+    return [_ERROR_BODY]
+
+
+def _add_vary(headers: list[tuple[str, str]]) -> None:
+    for index, (name, value) in enumerate(headers):
+        if name.lower() == "vary":
+            tokens = {token.strip().lower() for token in value.split(",")}
+            if "*" not in tokens and "cookie" not in tokens:
+                headers[index] = (name, f"{value}, Cookie")
+            return
+    headers.append(("Vary", "Cookie"))
+
+
+class _Exchange:
+    """One request: holds the app's status and headers until the session is committed."""
+
+    def __init__(
+        self,
+        middleware: SessionMiddleware,
+        session: Session,
+        secure: bool,
+        had_cookie: bool,
+        start_response: StartResponse,
+    ) -> None:
+        self.middleware = middleware
+        self.session = session
+        self.secure = secure
+        self.had_cookie = had_cookie
+        self.server_start_response = start_response
+        self.status: str | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.server_write: Any = None
+        self.committed = False
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+    ) -> Any:
+        if exc_info is not None and exc_info[1] is not None and self.committed:
+            raise exc_info[1].with_traceback(exc_info[2])  # PEP 3333: too late to change the headers
+        self.status, self.headers = status, list(headers)
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """The legacy ``write()`` callable: commits first, so the save still precedes the body."""
+        if not self.committed:
+            self.commit()
+        self.server_write(data)
+
+    def commit(self) -> None:
+        """Save/touch as decided, then send the headers. Raises what the store raised."""
+        if self.status is None:
+            raise RuntimeError("the WSGI app returned without calling start_response()")
+        self.committed = True
+        middleware, session, config = self.middleware, self.session, self.middleware.config
+        code = int(self.status.split(" ", 1)[0])
+        if not session.destroyed and code < 500:
+            session.cookie.reset()  # express-session touches the session on every request
+            self.sync_groups()
+        decision = decide(
+            session,
+            status=code,
+            request_secure=self.secure,
+            had_cookie=self.had_cookie,
+            store_can_touch=middleware.toucher is not None,
+        )
+        if decision.store == "set":
+            middleware.store.set(session.id, session.to_record(self.secure))
+        elif decision.store == "touch" and middleware.toucher is not None:
+            middleware.toucher.touch(session.id, session.to_record(self.secure))
+        headers = self.headers
+        secure, same_site = config.cookie_flags(self.secure)
+        if decision.cookie == "set":
+            cookie = set_cookie_header(
+                config.cookie_name,
+                sign(session.id, config.keys[0]),
+                expires=session.cookie.expires,
+                now=config.clock(),
+                path=config.path,
+                domain=config.domain,
+                secure=secure,
+                http_only=config.http_only,
+                same_site=same_site,
+            )
+            headers.append(("Set-Cookie", cookie))
+        elif decision.cookie == "delete":
+            cookie = delete_cookie_header(
+                config.cookie_name,
+                path=config.path,
+                domain=config.domain,
+                secure=secure,
+                http_only=config.http_only,
+                same_site=same_site,
+            )
+            headers.append(("Set-Cookie", cookie))
+        if decision.vary:
+            _add_vary(headers)
+        self.server_write = self.server_start_response(self.status, headers)
+
+    def sync_groups(self) -> None:
+        """Write the index of each group this session joined, left, or must outlive."""
+        session, middleware = self.session, self.middleware
+        store, config = middleware.store, middleware.config
+        for name in sorted(session.left_groups):
+            _groups.remove_member(store, name, session.id)
+        now = config.clock()
+        due = _groups.groups_due(
+            session.group_times, expires=session.cookie.expires, now=now, ttl=config.group_ttl
+        )
+        for name in due:
+            until = max(now + config.group_ttl, session.cookie.expires or 0.0)
+            session.note_group(name, _groups.add_member(store, name, session.id, until=until))
+
+    def run(self, environ: WSGIEnvironment) -> Iterable[bytes]:
+        result = self.middleware.app(environ, self.start_response)  # raises: nothing is saved
+        chunks = iter(result)
+        head: list[bytes] = []
+        try:
+            if not self.committed:
+                for chunk in chunks:  # a generator app may call start_response on its first step
+                    head.append(chunk)
+                    if chunk:
+                        break
+            if not self.committed:
+                self.commit()
+        except Exception:
+            _close(result)
+            if self.committed and self.server_write is None:  # the store failed: headers not sent
+                log.exception(
+                    "storekit: could not save session %s to %r; answering 500 instead of %r",
+                    _short(self.session.id),
+                    self.middleware.store,
+                    self.status,
+                )
+                return _error(self.server_start_response, sys.exc_info())
+            raise
+        return _Body(head, chunks, result)
+
+
+def _close(result: Iterable[bytes]) -> None:
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
+
+
+class _Body:
+    """The response body: the chunks read before the commit, then the rest, with close()."""
+
+    def __init__(self, head: list[bytes], rest: Iterator[bytes], result: Iterable[bytes]) -> None:
+        self.head = head
+        self.rest = rest
+        self.result = result
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.head
+        self.head = []
+        yield from self.rest
+
+    def close(self) -> None:
+        _close(self.result)
