@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import itertools
 import os
@@ -87,6 +88,29 @@ def require(store: object, method: str) -> None:
     if not offers(store, method):
         kind = "recommended" if method in RECOMMENDED else "optional"
         pytest.skip(f"not offered: store has no {method}(); {method} is {kind}")
+
+
+def depends(condition: object, clause: str, message: str) -> None:
+    """Skip when a precondition that another clause guarantees does not hold, so a
+    broken ``destroy`` fails destroy.1 rather than every test that destroys."""
+    __tracebackhide__ = True
+    if not condition:
+        pytest.skip(f"depends on {clause}, which does not hold here: {message}")
+
+
+def tidy(store: Any, *sids: str) -> None:
+    """Remove what a test wrote, ignoring errors (they are other tests' business)."""
+    for sid in sids:
+        with contextlib.suppress(Exception):
+            store.destroy(sid)
+
+
+def all_sessions(store: Any) -> dict[str, Any]:
+    """``store.all()`` for clauses other than all.1, which checks its shape."""
+    __tracebackhide__ = True
+    every = store.all()
+    depends(isinstance(every, dict), "all.1", f"all() returned a {type(every).__name__}, not a dict")
+    return every  # type: ignore[no-any-return]
 
 
 def not_applicable(reason: str) -> NoReturn:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from storekit.conformance._support import check, new_sid, show
+from storekit.conformance._support import check, new_sid, show, tidy
 
 
 @pytest.mark.clause("destroy.1")
@@ -22,13 +22,13 @@ def test_get_after_destroy_returns_none(storekit_store: Any) -> None:
 @pytest.mark.clause("destroy.2")
 def test_destroy_of_an_unknown_sid_is_a_no_op(storekit_store: Any) -> None:
     """destroy.2: destroy of an unknown sid, or of one already destroyed, does nothing and raises nothing."""
-    sid = new_sid()
-    storekit_store.destroy(sid)
-    storekit_store.set(sid, {"n": 1})
-    storekit_store.destroy(sid)
-    storekit_store.destroy(sid)
-    got = storekit_store.get(sid)
-    check(got is None, "destroy.2", f"get({sid!r}) returned {show(got)} after destroying it twice")
+    unknown, twice = new_sid(), new_sid()
+    storekit_store.destroy(unknown)
+    got = storekit_store.get(unknown)
+    check(got is None, "destroy.2", f"destroy of the unknown sid {unknown!r} created {show(got)}")
+    storekit_store.set(twice, {"n": 1})
+    storekit_store.destroy(twice)
+    storekit_store.destroy(twice)
 
 
 @pytest.mark.clause("destroy.3")
@@ -44,4 +44,4 @@ def test_destroy_removes_that_sid_only(storekit_store: Any) -> None:
         check(
             got == {"n": index}, "destroy.3", f"destroy({base!r}) also changed {sid!r}: get gave {show(got)}"
         )
-        storekit_store.destroy(sid)
+    tidy(storekit_store, *sids)

@@ -9,7 +9,7 @@ import pytest
 
 from storekit.codec import format_expires
 from storekit.conformance._lab import Lab, expiry, scenario
-from storekit.conformance._support import check, new_sid, require, sleep_until
+from storekit.conformance._support import check, depends, new_sid, require, sleep_until, tidy
 
 
 @pytest.mark.clause("length.1")
@@ -34,10 +34,10 @@ def test_length_counts_live_sessions(storekit_stores: Any) -> None:
         f"length() is {count} after a set over an existing sid (expected {base + 5})",
     )
     store.destroy(sids[1])
+    depends(store.get(sids[1]) is None, "destroy.1", "get after destroy returned the session")
     count = store.length()
     check(count == base + 4, "length.1", f"length() is {count} after a destroy (expected {base + 4})")
-    for sid in sids:
-        store.destroy(sid)
+    tidy(store, *sids)
 
 
 @scenario(exclusive=True)

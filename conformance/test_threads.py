@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from storekit.conformance._support import AsyncStoreFacade, fail, new_sid
+from storekit.conformance._support import AsyncStoreFacade, depends, fail, new_sid, tidy
 from storekit.conformance.linearizability import Kind, Operation, check_history
 
 THREADS = 8
@@ -108,9 +108,27 @@ def _run_tasks(facade: AsyncStoreFacade, recorder: Recorder, per_task: int) -> N
     facade.run(main())
 
 
+def _sequential_semantics_hold(store: Any) -> None:
+    """threads.1 is about concurrency: what one thread alone sees is other clauses' business."""
+    sid = new_sid("seq")
+    depends(store.get(sid) is None, "get.1", "get of an unknown sid did not return None")
+    try:
+        store.destroy(sid)
+    except Exception as exc:
+        depends(False, "destroy.2", f"destroy of an unknown sid raised {type(exc).__name__}")
+    store.set(sid, {"w": "one"})
+    depends(store.get(sid) == {"w": "one"}, "get.2", "get did not return what set stored")
+    store.set(sid, {"w": "two"})
+    depends(store.get(sid) == {"w": "two"}, "set.1", "a second set did not replace the first")
+    store.destroy(sid)
+    depends(store.get(sid) is None, "destroy.1", "get after destroy returned the session")
+    store.destroy(sid)
+
+
 @pytest.mark.clause("threads.1")
 def test_concurrent_use_is_linearizable_per_sid(storekit_store: Any) -> None:
     """threads.1: 8 threads (or 64 tasks) on one store raise nothing and give linearizable histories."""
+    _sequential_semantics_hold(storekit_store)
     sids = [new_sid("race") for _ in range(SIDS)]
     recorder = Recorder(sids)
     if isinstance(storekit_store, AsyncStoreFacade):
@@ -119,8 +137,7 @@ def test_concurrent_use_is_linearizable_per_sid(storekit_store: Any) -> None:
     else:
         _run_threads(storekit_store, recorder, per_thread=200)
         who = f"{THREADS} threads"
-    for sid in sids:
-        storekit_store.destroy(sid)
+    tidy(storekit_store, *sids)
     if recorder.errors:
         fail("threads.1", f"with {who}: " + "; ".join(recorder.errors[:5]))
     result = check_history(recorder.ops)

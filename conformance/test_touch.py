@@ -9,7 +9,7 @@ import pytest
 
 from storekit.codec import format_expires
 from storekit.conformance._lab import Lab, expiry, scenario
-from storekit.conformance._support import check, expiring, new_sid, require, show, sleep_until
+from storekit.conformance._support import check, depends, expiring, new_sid, require, show, sleep_until
 
 
 @scenario()
@@ -44,8 +44,10 @@ def test_touch_of_an_unknown_or_destroyed_sid_creates_nothing(storekit_store: An
     storekit_store.touch(unknown, expiring(3600, n=1))
     storekit_store.set(destroyed, expiring(3600, n=1))
     storekit_store.destroy(destroyed)
+    depends(storekit_store.get(destroyed) is None, "destroy.1", "get after destroy returned the session")
     storekit_store.touch(destroyed, expiring(3600, n=1))
     storekit_store.set(expired, expiring(-1, n=1))
+    depends(storekit_store.get(expired) is None, "ttl.3", "a set with a past expiry stored the session")
     storekit_store.touch(expired, expiring(3600, n=1))
     for label, sid in (("unknown", unknown), ("destroyed", destroyed), ("expired", expired)):
         got = storekit_store.get(sid)

@@ -191,7 +191,7 @@ def set_cookie_header(
     """
     parts = [f"{name}={quote(value, safe=_URI_SAFE)}"]
     if expires is not None:
-        parts.append(f"Max-Age={max(0, int(expires - now))}")
+        parts.append(f"Max-Age={max(0, round(expires - now))}")
     if domain is not None:
         parts.append(f"Domain={domain}")
     parts.append(f"Path={path}")

@@ -93,9 +93,11 @@ class SessionConfig:
             raise ValueError(f"cookie path must start with '/', got {self.path!r}")
         if self.domain is not None:
             check_attribute("domain", self.domain)
-        ttl = _seconds("group_ttl", self.group_ttl, none_means="(None is not allowed here)")
-        if ttl is None:
-            raise ValueError("group_ttl must be a positive number of seconds, got None")
+        ttl = self.group_ttl
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl) or ttl <= 0:
+            raise ValueError(
+                f"group_ttl must be a positive number of seconds, got {cut(ttl)}; the default is 400 days"
+            )
         if not callable(self.clock) or not callable(self.genid):
             raise ValueError("clock and genid must be callables taking no arguments")
 

@@ -52,7 +52,7 @@ class SessionNotFound(StoreError, LookupError):
 
 def _fingerprint(data: dict[str, Any], groups: dict[str, float]) -> str:
     """What "modified" compares: the JSON of the session without its cookie."""
-    return json.dumps([data, groups], separators=(",", ":"), allow_nan=False, default=repr)
+    return json.dumps([data, groups], separators=(",", ":"), default=repr)  # the store validates
 
 
 class Session(MutableMapping[str, Any]):
@@ -89,6 +89,7 @@ class Session(MutableMapping[str, Any]):
         self.accessed = False
         self.destroyed = False
         self.explicitly_saved = False
+        self.request_secure = False  # the shell sets it: the Secure flag of secure="auto" depends on it
         self._original_id = sid
         self._original = _fingerprint(data, self._groups)
         self._saved: str | None = self._original if saved else None
@@ -97,8 +98,8 @@ class Session(MutableMapping[str, Any]):
     def new(cls, config: SessionConfig, store: Store, *, cookie_sid: str | None = None) -> Session:
         """A fresh session with a fresh sid; ``cookie_sid`` is the verified sid the request sent, if any."""
         sid = check_sid(config.genid())
-        return cls(sid, {}, SessionCookie(config.max_age, None, config.clock), config=config, store=store,
-                   cookie_sid=cookie_sid)  # fmt: skip
+        cookie = SessionCookie(config.max_age, None, config.clock)
+        return cls(sid, {}, cookie, config=config, store=store, cookie_sid=cookie_sid)
 
     @classmethod
     def from_record(cls, sid: str, record: object, config: SessionConfig, store: Store) -> Session:
@@ -108,7 +109,7 @@ class Session(MutableMapping[str, Any]):
         """
         if not isinstance(record, dict):
             raise InvalidSessionData(
-                f"the store returned {cut(record)} for sid {sid!r}, not a session (a dict)"
+                f"the store returned {cut(record)} for sid {sid[:6]!r}..., not a session (a dict)"
             )
         cookie = SessionCookie.from_json(record.get("cookie"), config)
         groups = record.get(_groups.GROUPS_KEY, {})
@@ -120,8 +121,8 @@ class Session(MutableMapping[str, Any]):
                 [_groups.GROUPS_KEY],
             )
         data = {key: value for key, value in record.items() if key not in RESERVED}
-        return cls(sid, data, cookie, config=config, store=store, cookie_sid=sid, groups=groups,
-                   saved=not config.resave)  # fmt: skip
+        saved = not config.resave  # resave: pretend the store may not hold it, so it is written again
+        return cls(sid, data, cookie, config=config, store=store, cookie_sid=sid, groups=groups, saved=saved)
 
     # -- the mapping -------------------------------------------------------
 
@@ -162,12 +163,12 @@ class Session(MutableMapping[str, Any]):
 
     def __repr__(self) -> str:
         state = " destroyed" if self.destroyed else ""
-        return f"<Session {self._id[:8]}...{state} {cut(self._data, 60)}>"
+        return f"<Session {self._id[:6]}...{state} keys={cut(sorted(self._data), 60)}>"
 
     def _writable(self) -> None:
         if self.destroyed:
             raise RuntimeError(
-                f"session {self._id[:8]}... was destroyed in this request; "
+                f"session {self._id[:6]}... was destroyed in this request; "
                 "call regenerate() to start a new one"
             )
 
@@ -206,6 +207,11 @@ class Session(MutableMapping[str, Any]):
         """express-session's ``isModified``: a new sid, or data unlike what was loaded."""
         return self._original_id != self._id or self._original != _fingerprint(self._data, self._groups)
 
+    @property
+    def ever_saved(self) -> bool:
+        """Whether the store is known to hold some version of this session (loaded or saved)."""
+        return self._saved is not None
+
     def is_saved(self) -> bool:
         """express-session's ``isSaved``: the store holds exactly this data under this sid."""
         return self._original_id == self._id and self._saved == _fingerprint(self._data, self._groups)
@@ -229,7 +235,7 @@ class Session(MutableMapping[str, Any]):
         """Write the session to the store now (it is also saved at the end of the request when needed)."""
         self._writable()
         self.cookie.reset()
-        self._store.set(self._id, self.to_record(False))
+        self._store.set(self._id, self.to_record(self.request_secure))
         self._saved = _fingerprint(self._data, self._groups)
         self.explicitly_saved = True
 
@@ -239,13 +245,13 @@ class Session(MutableMapping[str, Any]):
         record = self._store.get(self._id)
         if record is None:
             raise SessionNotFound(
-                f"session {self._id!r} is no longer in the store (it expired or was destroyed "
+                f"session {self._id[:6]!r}... is no longer in the store (it expired or was destroyed "
                 "elsewhere); call regenerate() to start a new one",
                 self._id,
             )
         fresh = Session.from_record(self._id, record, self.config, self._store)
         self._data, self._groups = fresh._data, fresh._groups
-        self._saved = self._original = fresh._original
+        self._original, self._saved = fresh._original, fresh._saved
         self._original_id = self._id
 
     def destroy(self) -> None:
@@ -343,7 +349,7 @@ def decide(
         send = (
             config.save_uninitialized or config.always_set or modified or changed or session.explicitly_saved
         )
-        if not (config.save_uninitialized or config.always_set) and session._saved is None:
+        if not (config.save_uninitialized or config.always_set) and not session.ever_saved:
             save = modified or changed
         else:
             save = not session.is_saved()

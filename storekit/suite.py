@@ -105,15 +105,6 @@ class SuitePlugin:
             if "storekit_target" in props:
                 self.results.deselected(props["storekit_target"], props["storekit_clause"])
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(
-        self, item: pytest.Item, call: pytest.CallInfo[None]
-    ) -> Generator[None, Any, Any]:
-        report = yield
-        if call.excinfo is not None:
-            report.user_properties += [("storekit_blame", clause) for clause in _blamed(call.excinfo.value)]
-        return report
-
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = {key: str(value) for key, value in report.user_properties}
         target = props.get("storekit_target")
@@ -123,9 +114,6 @@ class SuitePlugin:
         if outcome is None:
             return
         self.results.add(target, props["storekit_clause"], outcome)
-        for clause in {str(value) for key, value in report.user_properties if key == "storekit_blame"}:
-            if clause != props["storekit_clause"]:
-                self.results.add(target, clause, outcome.blamed_on(props["storekit_clause"]))
 
     def pytest_report_header(self) -> list[str]:
         return [
@@ -146,17 +134,6 @@ class SuitePlugin:
             self.results.write_json(Path(report_path))
         if badge_path:
             self.results.write_badge(Path(badge_path))
-
-
-def _blamed(exc: BaseException) -> list[str]:
-    """The clauses a failure names: a ClauseViolation's, or those in an exception group."""
-    clause = getattr(exc, "clause", None)
-    if isinstance(clause, str):
-        return [clause]
-    inner = getattr(exc, "exceptions", None)
-    if isinstance(inner, tuple):
-        return [c for e in inner if isinstance(e, BaseException) for c in _blamed(e)]
-    return []
 
 
 def _distinct_names(targets: list[Target]) -> list[Target]:

@@ -13,13 +13,21 @@ from __future__ import annotations
 import inspect
 import logging
 import sys
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from storekit import groups as _groups
 from storekit.codec import check_sid
 from storekit.contract import Store, SupportsTouch
-from storekit.cookie import cookie_values, delete_cookie_header, set_cookie_header, sign, unsign
+from storekit.cookie import (
+    cookie_values,
+    delete_cookie_header,
+    generate_sid,
+    set_cookie_header,
+    sign,
+    unsign,
+)
 from storekit.errors import InvalidSessionId
 from storekit.options import DEFAULT_GROUP_TTL, SessionConfig, request_is_secure
 from storekit.session import Session, decide
@@ -59,7 +67,8 @@ class SessionMiddleware:
     """Sessions in any conforming (sync) store for a WSGI app.
 
     ``SessionMiddleware(app, store, secret="...")``; the other options are
-    those of :class:`storekit.options.SessionConfig`.
+    those of :class:`storekit.options.SessionConfig`; ``clock`` (POSIX
+    seconds) and ``genid`` (new sids) can be replaced, e.g. in tests.
     """
 
     def __init__(
@@ -81,7 +90,8 @@ class SessionMiddleware:
         domain: str | None = None,
         trust_proxy: bool = False,
         group_ttl: float = DEFAULT_GROUP_TTL,
-        **advanced: Any,
+        clock: Callable[[], float] = time.time,
+        genid: Callable[[], str] = generate_sid,
     ) -> None:
         for method in ("get", "set", "destroy"):
             function = getattr(store, method, None)
@@ -109,7 +119,8 @@ class SessionMiddleware:
             domain=domain,
             trust_proxy=trust_proxy,
             group_ttl=group_ttl,
-            **advanced,  # clock, genid: for tests
+            clock=clock,
+            genid=genid,
         )
         self.toucher: SupportsTouch | None = store if isinstance(store, SupportsTouch) else None
 
@@ -160,7 +171,7 @@ class SessionMiddleware:
             )
             return _error(start_response)
         environ[ENVIRON_KEY] = session
-        secure = request_is_secure(
+        session.request_secure = secure = request_is_secure(
             environ.get("wsgi.url_scheme", "http"),
             environ.get("HTTP_X_FORWARDED_PROTO"),
             trust_proxy=self.config.trust_proxy,
@@ -216,7 +227,11 @@ class _Exchange:
     def write(self, data: bytes) -> None:
         """The legacy ``write()`` callable: commits first, so the save still precedes the body."""
         if not self.committed:
-            self.commit()
+            try:
+                self.commit()
+            except Exception:
+                log.exception("storekit: could not save session %s before write()", _short(self.session.id))
+                raise
         self.server_write(data)
 
     def commit(self) -> None:
@@ -280,7 +295,8 @@ class _Exchange:
             session.group_times, expires=session.cookie.expires, now=now, ttl=config.group_ttl
         )
         for name in due:
-            until = max(now + config.group_ttl, session.cookie.expires or 0.0)
+            # the next refresh comes group_ttl / 2 later at the soonest, however long the session
+            until = max(now + config.group_ttl, (session.cookie.expires or 0.0) + config.group_ttl / 2)
             session.note_group(name, _groups.add_member(store, name, session.id, until=until))
 
     def run(self, environ: WSGIEnvironment) -> Iterable[bytes]:

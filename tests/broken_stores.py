@@ -1,0 +1,419 @@
+"""Stores that each break one clause of the contract, for the plugin's own tests.
+
+``DictStore`` is a small, correct store written independently of MemoryStore;
+each subclass changes one behaviour, and ``BROKEN`` says which clause that
+must fail, and only that clause.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+import unicodedata
+from fnmatch import fnmatchcase
+from typing import Any
+
+from storekit import InvalidSessionData, Target
+from storekit.codec import check_sid, encode_session, session_expiry
+
+RESOLUTION = 0.2
+
+
+class DictStore:
+    """A correct store: JSON copies in a dict, with expiry, behind a lock."""
+
+    def __init__(self, space: dict[str, tuple[Any, float | None]] | None = None, prefix: str = "") -> None:
+        self._data: dict[str, tuple[Any, float | None]] = {} if space is None else space
+        self._prefix = prefix
+        self._lock = threading.RLock()
+
+    # the storage format: hooks that subclasses may break
+    def _key(self, sid: str) -> str:
+        return self._prefix + check_sid(sid)
+
+    def _pack(self, session: Any) -> Any:
+        return encode_session(session)
+
+    def _unpack(self, packed: Any) -> Any:
+        return json.loads(packed)
+
+    def _live(self, expires: float | None, now: float) -> bool:
+        return expires is None or expires > now
+
+    def _mine(self) -> list[str]:
+        return [key for key in self._data if key.startswith(self._prefix)]
+
+    def get(self, sid: str) -> Any:
+        key = self._key(sid)
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None:
+                return None
+            if not self._live(entry[1], time.time()):
+                del self._data[key]
+                return None
+            return self._unpack(entry[0])
+
+    def set(self, sid: str, session: Any) -> None:
+        key = self._key(sid)
+        packed = self._pack(session)
+        expires = session_expiry(session)
+        with self._lock:
+            if expires is not None and expires <= time.time():
+                self._data.pop(key, None)
+            else:
+                self._data[key] = (packed, expires)
+
+    def destroy(self, sid: str) -> None:
+        with self._lock:
+            self._data.pop(self._key(sid), None)
+
+    def touch(self, sid: str, session: Any) -> None:
+        key = self._key(sid)
+        expires = session_expiry(session)
+        now = time.time()
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None or not self._live(entry[1], now):
+                return
+            if expires is not None and expires <= now:
+                del self._data[key]
+                return
+            self._data[key] = (entry[0], expires)
+
+    def length(self) -> int:
+        return len(self.all())
+
+    def clear(self) -> None:
+        with self._lock:
+            for key in self._mine():
+                del self._data[key]
+
+    def all(self) -> dict[str, Any]:
+        now = time.time()
+        with self._lock:
+            return {
+                key[len(self._prefix) :]: self._unpack(self._data[key][0])
+                for key in self._mine()
+                if self._live(self._data[key][1], now)
+            }
+
+
+class LaxSids(DictStore):
+    def _key(self, sid: Any) -> str:
+        return check_sid(str(sid) if sid != "" else sid)
+
+
+class NormalizingSids(DictStore):
+    def _key(self, sid: str) -> str:
+        return unicodedata.normalize("NFC", check_sid(sid))
+
+
+class GlobDestroy(DictStore):
+    def destroy(self, sid: str) -> None:
+        with self._lock:
+            for key in [k for k in self._data if fnmatchcase(k, sid)] or [self._key(sid)]:
+                self._data.pop(key, None)
+
+
+class GetCreates(DictStore):
+    """A get of a sid never stored leaves an empty record behind (a DoS vector)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._phantoms: set[str] = set()
+        self._seen: set[str] = set()
+
+    def get(self, sid: str) -> Any:
+        found = super().get(sid)
+        if found is None and sid not in self._seen:
+            self._phantoms.add(sid)
+        return found
+
+    def all(self) -> dict[str, Any]:
+        return {**{sid: {} for sid in self._phantoms}, **super().all()}
+
+    def set(self, sid: str, session: Any) -> None:
+        super().set(sid, session)
+        self._seen.add(sid)
+        self._phantoms.discard(sid)
+
+    def clear(self) -> None:
+        self._phantoms.clear()
+        super().clear()
+
+
+class DeepCopies(DictStore):
+    def _pack(self, session: Any) -> Any:
+        encode_session(session)
+        return copy.deepcopy(session)
+
+    def _unpack(self, packed: Any) -> Any:
+        return copy.deepcopy(packed)
+
+
+class Aliasing(DictStore):
+    """get hands out the stored object itself."""
+
+    def get(self, sid: str) -> Any:
+        found = super().get(sid)
+        if found is None:
+            return None
+        with self._lock:
+            entry = self._data[self._key(sid)]
+            if not isinstance(entry[0], dict):
+                entry = self._data[self._key(sid)] = (found, entry[1])
+            return entry[0]
+
+    def _unpack(self, packed: Any) -> Any:
+        return copy.deepcopy(packed) if isinstance(packed, dict) else json.loads(packed)
+
+
+class Merging(DictStore):
+    def set(self, sid: str, session: Any) -> None:
+        self._pack(session)
+        old = self.get(sid)
+        super().set(sid, {**old, **session} if old else session)
+
+
+class LaxJson(DictStore):
+    """Trusts json.dumps: int keys become strings, NaN and anything str() can show get in."""
+
+    def _pack(self, session: Any) -> Any:
+        if not isinstance(session, dict):
+            raise InvalidSessionData("not a dict")
+        packed = json.dumps(session, default=str, separators=(",", ":"))
+        if len(packed.encode()) > 1 << 20:
+            raise InvalidSessionData("too large")
+        return packed
+
+
+class NulTruncating(DictStore):
+    def _pack(self, session: Any) -> Any:
+        super()._pack(session)
+        return super()._pack(json.loads(json.dumps(session).replace("\\u0000", "")))
+
+
+class SmallLimit(DictStore):
+    def _pack(self, session: Any) -> Any:
+        return encode_session(session, max_bytes=512 * 1024)
+
+
+class DestroyForgets(DictStore):
+    def destroy(self, sid: str) -> None:
+        self._key(sid)
+
+
+class DestroyRaises(DictStore):
+    def destroy(self, sid: str) -> None:
+        with self._lock:
+            del self._data[self._key(sid)]
+
+
+class DestroyByPrefix(DictStore):
+    def destroy(self, sid: str) -> None:
+        key = self._key(sid)
+        with self._lock:
+            for other in [k for k in self._data if k.startswith(key)]:
+                del self._data[other]
+
+
+class ExpiresEarly(DictStore):
+    def _live(self, expires: float | None, now: float) -> bool:
+        return expires is None or expires - 0.5 > now
+
+
+class AllShowsExpired(DictStore):
+    def all(self) -> dict[str, Any]:
+        with self._lock:
+            return {key: self._unpack(self._data[key][0]) for key in self._mine()}
+
+    def length(self) -> int:
+        return len(super().all())
+
+
+class PastSetIgnored(DictStore):
+    def set(self, sid: str, session: Any) -> None:
+        self._pack(session)
+        expires = session_expiry(session)
+        if expires is not None and expires <= time.time():
+            return
+        super().set(sid, session)
+
+
+class FirstExpiryKept(DictStore):
+    def set(self, sid: str, session: Any) -> None:
+        self._pack(session)
+        key = self._key(sid)
+        expires = session_expiry(session)
+        with self._lock:
+            entry = self._data.get(key)
+        if entry is None or entry[1] is None or (expires is not None and expires <= time.time()):
+            super().set(sid, session)
+            return
+        with self._lock:
+            self._data[key] = (self._pack(session), entry[1])
+
+
+class CookieWithoutExpiresIsDropped(DictStore):
+    def set(self, sid: str, session: Any) -> None:
+        self._pack(session)
+        cookie = session.get("cookie") if isinstance(session, dict) else None
+        if isinstance(cookie, dict) and "expires" not in cookie:
+            self._pack(session)
+            self.destroy(sid)
+            return
+        super().set(sid, session)
+
+
+class NaiveExpiresAccepted(DictStore):
+    def set(self, sid: str, session: Any) -> None:
+        cookie = session.get("cookie") if isinstance(session, dict) else None
+        expires = cookie.get("expires") if isinstance(cookie, dict) else None
+        if isinstance(expires, str) and len(expires) == 19:
+            session = {**session, "cookie": {**cookie, "expires": expires + "Z"}}  # type: ignore[dict-item]
+        super().set(sid, session)
+
+
+class TouchRewrites(DictStore):
+    def touch(self, sid: str, session: Any) -> None:
+        if self.get(sid) is not None:
+            self.set(sid, session)
+
+
+class TouchCreates(DictStore):
+    def touch(self, sid: str, session: Any) -> None:
+        if self.get(sid) is None:
+            self.set(sid, session)
+        super().touch(sid, session)
+
+
+class TouchIgnoresPast(DictStore):
+    def touch(self, sid: str, session: Any) -> None:
+        expires = session_expiry(session)
+        if expires is None or expires > time.time():
+            super().touch(sid, session)
+
+
+class LengthCountsOverwrites(DictStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self._overwrites = 0
+
+    def set(self, sid: str, session: Any) -> None:
+        if self.get(sid) is not None:
+            self._overwrites += 1
+        super().set(sid, session)
+
+    def length(self) -> int:
+        return super().length() + self._overwrites
+
+    def clear(self) -> None:
+        self._overwrites = 0
+        super().clear()
+
+
+class ClearForgets(DictStore):
+    def clear(self) -> None:
+        pass
+
+
+class ClearOfEmptyRaises(DictStore):
+    def clear(self) -> None:
+        if not self._mine():
+            raise KeyError("nothing to clear")
+        super().clear()
+
+
+_SHARED_SPACE: dict[str, tuple[Any, float | None]] = {}
+
+
+class ClearEverything(DictStore):
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+class AllAsList(DictStore):
+    def all(self) -> list[Any]:  # type: ignore[override]
+        return [{"id": sid, **session} for sid, session in super().all().items()]
+
+
+class TornSet(DictStore):
+    def set(self, sid: str, session: Any) -> None:
+        key = self._key(sid)
+        packed, expires = self._pack(session), session_expiry(session)
+        self._data.pop(key, None)
+        time.sleep(0.0005)
+        self._data[key] = (packed, expires)
+
+
+class Minimal:
+    """Only the required methods: the optional ones are "not offered"."""
+
+    def __init__(self) -> None:
+        self._inner = DictStore()
+
+    def get(self, sid: str) -> Any:
+        return self._inner.get(sid)
+
+    def set(self, sid: str, session: Any) -> None:
+        self._inner.set(sid, session)
+
+    def destroy(self, sid: str) -> None:
+        self._inner.destroy(sid)
+
+
+def _target(factory: Any, name: str, **options: Any) -> Target:
+    return Target(factory, name=name, ttl_resolution=RESOLUTION, **options)
+
+
+correct = _target(DictStore, "correct")
+minimal = _target(Minimal, "minimal")
+
+_CATALOGUE: dict[str, tuple[str, Any]] = {
+    "lax_sids": ("sid.1", LaxSids),
+    "normalizing_sids": ("sid.2", NormalizingSids),
+    "glob_destroy": ("sid.3", GlobDestroy),
+    "get_creates": ("get.1", GetCreates),
+    "deep_copies": ("get.2", DeepCopies),
+    "aliasing": ("get.3", Aliasing),
+    "merging": ("set.1", Merging),
+    "lax_json": ("set.2", LaxJson),
+    "nul_truncating": ("set.3", NulTruncating),
+    "small_limit": ("set.4", SmallLimit),
+    "destroy_forgets": ("destroy.1", DestroyForgets),
+    "destroy_raises": ("destroy.2", DestroyRaises),
+    "destroy_by_prefix": ("destroy.3", DestroyByPrefix),
+    "expires_early": ("ttl.1", ExpiresEarly),
+    "all_shows_expired": ("ttl.2", AllShowsExpired),
+    "past_set_ignored": ("ttl.3", PastSetIgnored),
+    "first_expiry_kept": ("ttl.4", FirstExpiryKept),
+    "cookie_without_expires_dropped": ("ttl.5", CookieWithoutExpiresIsDropped),
+    "naive_expires_accepted": ("ttl.6", NaiveExpiresAccepted),
+    "touch_rewrites": ("touch.1", TouchRewrites),
+    "touch_creates": ("touch.2", TouchCreates),
+    "touch_ignores_past": ("touch.3", TouchIgnoresPast),
+    "length_counts_overwrites": ("length.1", LengthCountsOverwrites),
+    "clear_forgets": ("clear.1", ClearForgets),
+    "clear_of_empty_raises": ("clear.2", ClearOfEmptyRaises),
+    "all_as_list": ("all.1", AllAsList),
+    "torn_set": ("threads.1", TornSet),
+}
+
+BROKEN: dict[str, tuple[str, Target]] = {
+    name: (clause, _target(factory, name)) for name, (clause, factory) in _CATALOGUE.items()
+}
+BROKEN["clear_everything"] = (
+    "clear.3",
+    _target(
+        lambda: ClearEverything(_SHARED_SPACE),
+        "clear_everything",
+        namespaced=lambda ns: ClearEverything(_SHARED_SPACE, prefix=ns + "/"),
+    ),
+)
+"""Each broken store's name: the one clause it must fail, and its target."""
+
+globals().update({name: target for name, (_, target) in BROKEN.items()})
