@@ -188,18 +188,31 @@ def check_partition(
     return True
 
 
+def _with_readers(ops: list[Operation], drop: Operation) -> list[Operation]:
+    """``ops`` without ``drop`` and without the reads that saw its effect.
+
+    Dropping a write alone would turn its readers into impossible reads and so
+    manufacture a failure; dropping them with it keeps every sub-history of a
+    linearizable history linearizable, so what fails is a real witness."""
+    if drop.kind == "get":
+        return [op for op in ops if op is not drop]
+    seen = drop.value if drop.kind == "set" else None
+    return [op for op in ops if op is not drop and not (op.kind == "get" and op.result == seen)]
+
+
 def minimal_failure(
     ops: list[Operation], *, initial: Hashable = None, budget: float = 5.0
 ) -> list[Operation]:
-    """A small non-linearizable sub-history of ``ops``: drop operations one at a
-    time while the rest still has no linearization (within ``budget`` seconds)."""
+    """A small non-linearizable sub-history of ``ops``: drop operations (a write with
+    its readers) while the rest still has no linearization, within ``budget`` seconds."""
     stop = time.monotonic() + budget
     kept = sorted(ops, key=lambda op: op.called)
     index = 0
     while index < len(kept) and time.monotonic() < stop:
-        trial = kept[:index] + kept[index + 1 :]
+        trial = _with_readers(kept, kept[index])
         if check_partition(trial, initial=initial, deadline=stop) is False:
             kept = trial
+            index = min(index, len(kept))
         else:
             index += 1
     return kept

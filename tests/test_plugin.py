@@ -10,9 +10,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import broken_stores
 import pytest
 
-import broken_stores
 from storekit.clauses import CLAUSES
 
 pytest_plugins = ["pytester"]

@@ -1,0 +1,5 @@
+import sys
+
+from storekit.cli import main
+
+sys.exit(main())

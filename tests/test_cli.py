@@ -1,0 +1,59 @@
+"""The storekit command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def storekit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "storekit", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_check_without_targets_verifies_the_reference_stores(tmp_path: Path) -> None:
+    result = storekit("check", "--report", "r.json", "--badge", "b.svg", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert {t["name"]: t["level"] for t in report["targets"]} == {
+        "MemoryStore": "full",
+        "AsyncMemoryStore": "full",
+    }
+    assert (tmp_path / "b.svg").exists()
+    assert "MemoryStore: level full" in result.stdout
+
+
+def test_check_runs_a_store_beside_the_user_and_ignores_their_pytest_config(tmp_path: Path) -> None:
+    (tmp_path / "pytest.ini").write_text("[pytest]\naddopts = --no-such-option\n")
+    (tmp_path / "mystore.py").write_text("from storekit.reference import MemoryStore\nmake = MemoryStore\n")
+    result = storekit("check", "mystore:make", "-k", "destroy", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "make: level" in result.stdout
+
+
+def test_check_of_a_failing_store_exits_non_zero(tmp_path: Path) -> None:
+    (tmp_path / "leaky.py").write_text(
+        "from storekit.reference import MemoryStore\n"
+        "class Leaky(MemoryStore):\n"
+        "    def destroy(self, sid):\n"
+        "        pass\n"
+    )
+    result = storekit("check", "leaky:Leaky", "-k", "test_get_after_destroy", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "failed          destroy.1" in result.stdout
+
+
+def test_a_bad_target_is_a_clear_error(tmp_path: Path) -> None:
+    result = storekit("check", "not-a-target", cwd=tmp_path)
+    assert result.returncode == 4
+    assert "--storekit expects 'module:attribute', got 'not-a-target'" in result.stderr
+
+
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    result = storekit("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "check" in result.stdout
+    assert "serve" in result.stdout

@@ -1,0 +1,177 @@
+"""storekit.codec: strict JSON, sid checks, RFC 3339 expiry."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from storekit import InvalidSessionData, InvalidSessionId
+from storekit.codec import (
+    DEFAULT_MAX_SESSION_BYTES,
+    MAX_DEPTH,
+    check_sid,
+    decode_session,
+    encode_session,
+    expires_in,
+    format_expires,
+    parse_expires,
+    session_expiry,
+)
+
+
+def nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("sid", [None, 0, b"x", ["x"], "", "a\ud800b", "z" * 1025])
+def test_check_sid_rejects_what_no_backend_can_hold(sid: object) -> None:
+    with pytest.raises(InvalidSessionId) as caught:
+        check_sid(sid)
+    assert caught.value.sid is sid
+    assert str(caught.value)  # a message, naming the value or its type
+
+
+@pytest.mark.parametrize("sid", ["a", "A", "x:y", "../x", "*", "\x00", "\U0001f600", "z" * 1024])
+def test_check_sid_accepts_any_other_str(sid: str) -> None:
+    assert check_sid(sid) is sid
+
+
+@pytest.mark.parametrize(
+    ("session", "where"),
+    [
+        ({1: "a"}, "has key 1 of type int"),
+        ({"a": [{"b": {None: 1}}]}, "session['a'][0]['b'] has key None"),
+        ({"a": {1, 2}}, "session['a'] is a set"),
+        ({"a": b"x"}, "is a bytes"),
+        ({"when": datetime.date(2026, 1, 1)}, "is a date"),
+        ({"d": decimal.Decimal("1")}, "is a Decimal"),
+        ({"x": [1.0, math.nan]}, "session['x'][1] is nan"),
+        ({"x": -math.inf}, "is -inf"),
+        ([1], "must be a dict"),
+        ("s", "must be a dict"),
+    ],
+)
+def test_encode_rejects_non_json_and_says_where(session: object, where: str) -> None:
+    with pytest.raises(InvalidSessionData) as caught:
+        encode_session(session)
+    assert where in str(caught.value)
+
+
+def test_encode_rejects_a_lone_surrogate() -> None:
+    with pytest.raises(InvalidSessionData, match="lone surrogate"):
+        encode_session({"a": "x\udc80y"})
+
+
+def test_encode_keeps_64_deep_and_rejects_beyond_the_depth_limit() -> None:
+    assert decode_session(encode_session(nested(64))) == nested(64)
+    with pytest.raises(InvalidSessionData, match=f"more than {MAX_DEPTH} levels"):
+        encode_session(nested(MAX_DEPTH + 5))
+    with pytest.raises(InvalidSessionData):
+        encode_session(nested(100_000))  # no RecursionError
+
+
+def test_encode_enforces_the_size_limit_exactly() -> None:
+    overhead = len(b'{"d":""}')
+    exact = {"d": "x" * (DEFAULT_MAX_SESSION_BYTES - overhead)}
+    assert len(encode_session(exact)) == DEFAULT_MAX_SESSION_BYTES
+    with pytest.raises(InvalidSessionData, match=f"{DEFAULT_MAX_SESSION_BYTES + 1} bytes"):
+        encode_session({"d": "x" * (DEFAULT_MAX_SESSION_BYTES - overhead + 1)})
+
+
+def test_the_size_counts_utf8_bytes_not_characters() -> None:
+    with pytest.raises(InvalidSessionData):
+        encode_session({"d": "\U0001f600" * 300}, max_bytes=1000)  # 1,200 bytes, 300 characters
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(), json_values))
+def test_encode_then_decode_is_the_json_round_trip(session: dict[str, Any]) -> None:
+    surrogates = any("\ud800" <= ch <= "\udfff" for ch in json.dumps(session, ensure_ascii=False))
+    if surrogates:
+        with pytest.raises(InvalidSessionData, match="surrogate"):
+            encode_session(session)
+        return
+    assert decode_session(encode_session(session)) == json.loads(json.dumps(session))
+
+
+@pytest.mark.parametrize(
+    ("text", "posix"),
+    [
+        ("2026-11-22T10:00:00.000Z", 1795341600.0),
+        ("2026-11-22T10:00:00Z", 1795341600.0),
+        ("2026-11-22t10:00:00z", 1795341600.0),
+        ("2026-11-22T11:00:00+01:00", 1795341600.0),
+        ("2026-11-22T04:30:00-05:30", 1795341600.0),
+        ("2026-11-22T10:00:00.25Z", 1795341600.25),
+        ("2026-11-22T10:00:00.123456789Z", 1795341600.123456789),
+    ],
+)
+def test_parse_expires_reads_rfc3339_with_an_offset(text: str, posix: float) -> None:
+    assert parse_expires(text) == pytest.approx(posix, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("2026-11-22T10:00:00", "no UTC offset"),
+        ("2026-11-22 10:00:00", "no UTC offset"),
+        ("2026-11-22", "not an RFC 3339"),
+        ("2026-02-30T10:00:00Z", "not a valid date"),
+        ("2026-11-22T10:00:00+24:00", "not a valid date"),
+        ("tomorrow", "not an RFC 3339"),
+        (1795341600, "got int"),
+        (None, "got NoneType"),
+        ("2026-11-22T10:00:00Z\n", "not an RFC 3339"),
+        ("２０２６-11-22T10:00:00Z", "not an RFC 3339"),
+    ],
+)
+def test_parse_expires_rejects_the_rest_and_says_how_to_fix_it(value: object, says: str) -> None:
+    with pytest.raises(InvalidSessionData) as caught:
+        parse_expires(value)
+    assert says in str(caught.value)
+    assert caught.value.path == ["cookie", "expires"]
+
+
+def test_format_expires_writes_what_express_session_writes() -> None:
+    assert format_expires(1795341600.0) == "2026-11-22T10:00:00.000Z"
+    assert format_expires(1795341600.9999) == "2026-11-22T10:00:00.999Z"
+    assert parse_expires(format_expires(1795341600.5)) == 1795341600.5
+
+
+def test_session_expiry_reads_the_cookie() -> None:
+    assert session_expiry({}) is None
+    assert session_expiry({"cookie": {}}) is None
+    assert session_expiry({"cookie": {"expires": None}}) is None
+    assert session_expiry({"cookie": {"expires": "2026-11-22T10:00:00.000Z"}}) == 1795341600.0
+    with pytest.raises(InvalidSessionData, match="must be an object"):
+        session_expiry({"cookie": "yes"})
+
+
+def test_expires_in_builds_an_express_shaped_cookie() -> None:
+    cookie = expires_in(60, clock=lambda: 1795341600.0)
+    assert cookie == {
+        "originalMaxAge": 60000,
+        "expires": "2026-11-22T10:01:00.000Z",
+        "httpOnly": True,
+        "path": "/",
+    }

@@ -1,0 +1,132 @@
+"""Verdicts and levels, from outcomes alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from storekit import Target
+from storekit import __all__ as exported
+from storekit.clauses import CLAUSES, LEVELS, by_id
+from storekit.report import Outcome, Results
+
+
+def results_for(target: Target, outcomes: dict[str, str]) -> Results:
+    """Every clause passes unless ``outcomes`` says otherwise."""
+    results = Results([target])
+    for clause in CLAUSES:
+        if clause.section in ("process", "sticky", "errors") and not target.shared:
+            continue
+        results.collected(target.name, clause.id)
+        kind, _, message = outcomes.get(clause.id, "passed").partition(":")
+        results.add(target.name, clause.id, Outcome(f"node-{clause.id}", kind, message.strip()))
+    return results
+
+
+def local() -> Target:
+    return Target(dict, name="local")
+
+
+def test_everything_passing_in_a_local_store_is_level_full() -> None:
+    assert results_for(local(), {}).level(local()) == "full"
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "level"),
+    [
+        ({"touch.1": "not offered: no touch"}, "core"),
+        ({"length.1": "failed: wrong"}, "core"),
+        ({"get.1": "failed: wrong"}, "none"),
+        ({"threads.1": "skipped: depends on get.2"}, "none"),
+        ({"clear.3": "not applicable: no namespaces"}, "full"),
+    ],
+)
+def test_the_level_stops_at_the_first_section_that_does_not_hold(
+    outcomes: dict[str, str], level: str
+) -> None:
+    assert results_for(local(), outcomes).level(local()) == level
+
+
+def test_shared_and_sticky_need_their_clauses_passed_not_waived() -> None:
+    shared = Target(dict, name="shared", shared=True)
+    assert results_for(shared, {}).level(shared) == "sticky"
+    assert results_for(shared, {"sticky.2": "failed: lost"}).level(shared) == "shared"
+    assert results_for(shared, {"process.2": "failed: stale"}).level(shared) == "full"
+    assert results_for(local(), {}).level(local()) == "full"  # not shared: process is not applicable
+
+
+def test_a_failing_model_holds_the_target_below_core() -> None:
+    results = results_for(local(), {})
+    results.collected("local", "model")
+    results.add("local", "model", Outcome("node-model", "failed", "get.2: wrong"))
+    assert results.level(local()) == "none"
+
+
+def test_a_failure_wins_over_passes_and_names_its_clause() -> None:
+    results = Results([local()])
+    results.collected("local", "set.2")
+    results.add("local", "set.2", Outcome("a", "passed"))
+    results.add("local", "set.2", Outcome("b", "failed", "TypeError: boom"))
+    (verdict,) = [v for v in results.verdicts(local()) if v.clause == "set.2"]
+    assert verdict.verdict == "failed"
+    assert verdict.message == "set.2: TypeError: boom"
+
+
+def test_clauses_nobody_ran_say_why() -> None:
+    results = Results([local()])
+    results.collected("local", "get.1")
+    results.deselected("local", "get.1")
+    found = {v.clause: v for v in results.verdicts(local())}
+    assert found["get.1"].verdict == "skipped"
+    assert found["process.1"].verdict == "not applicable"
+    assert "not shared" in found["process.1"].message
+    assert "outage hook" in found["errors.1"].message
+
+
+def test_the_badge_shows_the_lowest_level_of_all_targets(tmp_path: Path) -> None:
+    full, core = Target(dict, name="a"), Target(dict, name="b")
+    results = Results([full, core])
+    for target, outcomes in ((full, {}), (core, {"all.1": "not offered: none"})):
+        for name, per in results_for(target, outcomes)._outcomes[target.name].items():
+            for outcome in per:
+                results.add(target.name, name, outcome)
+    results.write_badge(tmp_path / "badge.svg")
+    assert (tmp_path / "badge.json").read_text().count('"core"') == 1
+
+
+def test_the_catalogue_is_consistent() -> None:
+    ids = [c.id for c in CLAUSES]
+    assert len(ids) == len(set(ids))
+    assert {section for _, sections in LEVELS for section in sections} <= {c.section for c in CLAUSES}
+    assert by_id("get.1").summary
+    with pytest.raises(KeyError, match=r"unknown clause 'get\.9'"):
+        by_id("get.9")
+
+
+def test_the_public_names_are_sorted_and_importable() -> None:
+    import storekit
+
+    assert exported == sorted(exported)
+    for name in exported:
+        assert getattr(storekit, name) is not None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"ttl_resolution": -1}, "ttl_resolution"),
+        ({"default_ttl": 0}, "default_ttl"),
+        ({"max_session_bytes": 0}, "max_session_bytes"),
+    ],
+)
+def test_a_target_refuses_nonsense(kwargs: dict[str, float], says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        Target(dict, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_target_is_named_after_its_factory() -> None:
+    assert Target(dict).name == "dict"
+    assert Target.of(Target(dict, name="x")).name == "x"
+    with pytest.raises(TypeError, match="zero-argument callable"):
+        Target.of(42)
