@@ -98,7 +98,8 @@ def _validate(session: object) -> None:
             continue
         if len(path) >= MAX_DEPTH:
             raise InvalidSessionData(
-                f"{_where(path[:3])}... is nested more than {MAX_DEPTH} levels deep; flatten the data",
+                f"{_where(path[:3])}... is nested more than {MAX_DEPTH} levels deep (or contains "
+                "itself); flatten the data",
                 path,
             )
         if isinstance(value, dict):
@@ -121,6 +122,25 @@ def _validate(session: object) -> None:
             )
 
 
+def _keys_are_str(session: dict[Any, Any]) -> bool:
+    """Whether every object key at every depth is a str, within MAX_DEPTH: the one
+    thing ``json.dumps`` would silently "fix" (it raises for everything else)."""
+    stack: list[tuple[Any, int]] = [(session, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth >= MAX_DEPTH:
+            return False
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if type(key) is not str:
+                    return False
+                if isinstance(item, (dict, list, tuple)):
+                    stack.append((item, depth + 1))
+        else:
+            stack.extend((item, depth + 1) for item in value if isinstance(item, (dict, list, tuple)))
+    return True
+
+
 def encode_session(session: object, *, max_bytes: int = DEFAULT_MAX_SESSION_BYTES) -> bytes:
     """Encode a session as compact UTF-8 JSON, or raise InvalidSessionData.
 
@@ -128,8 +148,13 @@ def encode_session(session: object, *, max_bytes: int = DEFAULT_MAX_SESSION_BYTE
     ``max_bytes`` (set.4), and strings that are not valid Unicode. What comes
     back from :func:`decode_session` equals ``json.loads(json.dumps(session))``.
     """
-    _validate(session)
-    text = json.dumps(session, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    if not isinstance(session, dict) or not _keys_are_str(session):
+        _validate(session)  # raises, naming where the problem is
+    try:
+        text = json.dumps(session, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError):
+        _validate(session)
+        raise InvalidSessionData(f"the session cannot be encoded as JSON: {cut(session)}") from None
     try:
         data = text.encode("utf-8")
     except UnicodeEncodeError as exc:
