@@ -1,0 +1,148 @@
+"""Start a real redis-server on a free loopback port, for tests, targets and benchmarks.
+
+    with RedisServer() as server:
+        client = redis.Redis.from_url(server.url)
+
+The server keeps nothing on disk (no RDB, no AOF), listens on 127.0.0.1 only,
+and is stopped, and its directory removed, when the block ends. ``stop()`` and
+``start()`` take it down and bring it back on the same port, which is what an
+outage looks like to a client. Needs the ``redis-server`` program (Debian:
+``apt-get install redis-server``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["RedisServer", "RedisServerMissing", "free_port", "redis_server_path"]
+
+START_TIMEOUT = 20.0
+
+
+class RedisServerMissing(RuntimeError):
+    """No redis-server program on this machine."""
+
+
+def redis_server_path() -> str:
+    path = shutil.which("redis-server")
+    if path is None:
+        raise RedisServerMissing(
+            "redis-server is not installed; install it (Debian/Ubuntu: apt-get install redis-server, "
+            "macOS: brew install redis) to run the Redis tests"
+        )
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RedisServer:
+    """One redis-server process; ``extra`` are more config lines (e.g. "cluster-enabled yes")."""
+
+    def __init__(self, port: int | None = None, *, extra: list[str] | None = None) -> None:
+        self.binary = redis_server_path()
+        self.port = port or free_port()
+        self.extra = list(extra or [])
+        self.directory = Path(tempfile.mkdtemp(prefix=f"storekit-redis-{self.port}-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        if self.process is not None and self.process.poll() is None:
+            return self
+        config = self.directory / "redis.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    "bind 127.0.0.1",
+                    f"port {self.port}",
+                    f"dir {self.directory}",
+                    'save ""',
+                    "appendonly no",
+                    "protected-mode yes",
+                    "daemonize no",
+                    "loglevel warning",
+                    f"logfile {self.directory / 'redis.log'}",
+                    *self.extra,
+                ]
+            )
+            + "\n"
+        )
+        self.process = subprocess.Popen(
+            [self.binary, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        self._wait_until_ready()
+        return self
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                log = (
+                    (self.directory / "redis.log").read_text(errors="replace")[-2000:]
+                    if (self.directory / "redis.log").exists()
+                    else ""
+                )
+                raise RuntimeError(
+                    f"redis-server on port {self.port} exited with {self.process.returncode}: {log}"
+                )
+            if self.ping():
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"redis-server on port {self.port} did not answer PING within {START_TIMEOUT}s")
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def down(self) -> Iterator[None]:
+        """Stop the server for the block, then start it again on the same port."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
