@@ -57,8 +57,29 @@ class Entry:
     touched: bool = False
 
 
+_replay: list[Stores] = []
+
+
+def replay_on(target: Target | Any) -> None:
+    """Make ``StoreMachine()`` use ``target``, so a program hypothesis printed runs as is:
+
+    from storekit.conformance.test_model import StoreMachine, replay_on
+    replay_on(my_target)
+    state = StoreMachine()
+    state.set_session(data={}, i=0, life='none')
+    ...
+    """
+    _replay[:] = [Stores(Target.of(target))]
+
+
 class StoreMachine(RuleBasedStateMachine):
-    def __init__(self, stores: Stores) -> None:
+    def __init__(self, stores: Stores | None = None) -> None:
+        if stores is None:
+            if not _replay:
+                raise RuntimeError(
+                    "call storekit.conformance.test_model.replay_on(target) before StoreMachine()"
+                )
+            stores = _replay[0]
         super().__init__()
         self.target: Target = stores.target
         self.store = stores.isolated()

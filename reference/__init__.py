@@ -1,5 +1,12 @@
-"""Reference stores that pass the storekit conformance suite."""
+"""Reference stores that pass the storekit conformance suite.
 
+``MemoryStore`` keeps sessions in one process; ``ClusterStore`` shares them
+among the worker processes of one machine through their master
+(``storekit.reference.cluster.setup()``). ``cluster_target`` is the suite's
+target for ClusterStore: ``pytest --storekit=storekit.reference:cluster_target``.
+"""
+
+from storekit.reference.cluster import AsyncClusterStore, ClusterStore, cluster_target
 from storekit.reference.memory import AsyncMemoryStore, MemoryStore
 
-__all__ = ["AsyncMemoryStore", "MemoryStore"]
+__all__ = ["AsyncClusterStore", "AsyncMemoryStore", "ClusterStore", "MemoryStore", "cluster_target"]

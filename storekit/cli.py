@@ -10,6 +10,7 @@ from pathlib import Path
 REFERENCE_TARGETS = [
     "storekit.reference:MemoryStore",
     "storekit.reference:AsyncMemoryStore",
+    "storekit.reference:cluster_target",
 ]
 """What ``storekit check`` verifies when no target is named."""
 

@@ -123,11 +123,15 @@ class SuitePlugin:
         ]
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.config.option.collectonly:
+            return
         terminalreporter.section("storekit conformance")
         for line in self.results.table():
             terminalreporter.line(line)
 
     def pytest_sessionfinish(self) -> None:
+        if self.config.option.collectonly:
+            return  # nothing ran: keep whatever report and badge a real run wrote
         report_path = self.config.getoption("storekit_report")
         badge_path = self.config.getoption("storekit_badge")
         if report_path:

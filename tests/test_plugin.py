@@ -29,6 +29,7 @@ SHIELDS_KEYS = {
 
 def run_suite(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run pytest with the plugin in a fresh process, as a store author would."""
+    (cwd / "pytest.ini").write_text("[pytest]\n")  # no configuration from the directories above
     full_env = {key: value for key, value in os.environ.items() if key != "STOREKIT_TARGET"}
     full_env.update({"PYTHONPATH": str(HERE), **(env or {})})
     return subprocess.run(
@@ -53,6 +54,7 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     runs = []
     for index, names in enumerate(halves):
         cwd = tmp_path_factory.mktemp(f"catalogue{index}")
+        (cwd / "pytest.ini").write_text("[pytest]\n")
         args = [f"--storekit=broken_stores:{name}" for name in names]
         command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args]
         command += ["--storekit-report=report.json", "-k", "not test_store_agrees"]
@@ -119,6 +121,20 @@ def test_the_stateful_model_finds_a_bug_and_prints_a_replayable_program(tmp_path
     assert "state = StoreMachine()" in result.stdout
     assert "state.touch_session(" in result.stdout
     assert "touch.1" in result.stdout
+    printed = result.stdout[result.stdout.index("state = StoreMachine()") :]
+    printed = printed[: printed.index("state.teardown()")]
+    program = "".join(line[line.index("state") :] + "\n" for line in printed.splitlines() if "state" in line)
+    replay = (
+        "from broken_stores import touch_rewrites\n"
+        "from storekit.conformance.test_model import StoreMachine, replay_on\n"
+        "replay_on(touch_rewrites)\n" + program + "state.agrees_with_the_model()\n"
+    )
+    (tmp_path / "replay.py").write_text(replay)
+    replayed = subprocess.run(
+        [sys.executable, "replay.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(HERE)},
+    )  # fmt: skip
+    assert "ClauseViolation: touch.1" in replayed.stderr, replayed.stderr[-2000:]
 
 
 def test_an_async_store_is_driven_through_the_whole_suite(tmp_path: Path) -> None:
