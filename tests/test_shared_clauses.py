@@ -16,14 +16,16 @@ HERE = Path(__file__).parent
 SHARED = ["process.1", "process.2", "process.3", "process.4", "errors.1"]
 
 
-def run(tmp_path: Path, target: str, session: list[int] | None = None) -> tuple[dict[str, Any], str]:
+def run(
+    tmp_path: Path, target: str, session: list[int] | None = None, select: str = "process or errors"
+) -> tuple[dict[str, Any], str]:
     """Run the process and errors clauses on ``target``; its session id goes in ``session``."""
     env = {key: value for key, value in os.environ.items() if key != "STOREKIT_TARGET"}
     env["PYTHONPATH"] = str(HERE)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     process = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--storekit=shared_stores:{target}",
-         "--storekit-report=r.json", "-k", "process or errors"],
+         "--storekit-report=r.json", "-k", select],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip
@@ -47,6 +49,18 @@ def test_a_process_local_store_that_claims_to_be_shared_fails_every_process_clau
     assert "after the parent's set" in clauses["process.1"]["message"]
     assert "no linearization for sid" in out
     assert clauses["errors.1"]["verdict"] == "not applicable"
+
+
+def test_a_process_local_store_that_claims_to_be_shared_fails_round_robin_stickiness(tmp_path: Path) -> None:
+    clauses, out = run(tmp_path, "local_claiming_shared", select="sticky")
+    verdicts = {c: clauses[c]["verdict"] for c in ("sticky.1", "sticky.2", "sticky.3", "sticky.5")}
+    assert verdicts == {
+        "sticky.1": "passed",
+        "sticky.2": "passed",
+        "sticky.3": "failed",
+        "sticky.5": "passed",
+    }, out
+    assert "a shared store lost the session across workers" in clauses["sticky.3"]["message"]
 
 
 def test_a_store_that_answers_none_during_an_outage_fails_errors_1(tmp_path: Path) -> None:
