@@ -70,6 +70,11 @@ def parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     serve.add_argument("rest", nargs=argparse.REMAINDER)
+    commands.add_parser(
+        "demo",
+        help="the /hello app on sticky workers sharing sessions through ClusterStore",
+        add_help=False,
+    )
     return top
 
 
@@ -79,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         from storekit.reference.sticky import main as serve_main
 
         return serve_main(argv[1:])
+    if argv[:1] == ["demo"]:
+        from storekit.demo import main as demo_main
+
+        return demo_main(argv[1:])
     options = parser().parse_args(argv)
     return check(
         options.targets,
