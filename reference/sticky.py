@@ -1,0 +1,392 @@
+"""The sticky server: a WSGI app on N worker processes, each client address on one worker.
+
+The seed's sticky-session, in Python::
+
+    with StickyServer(app, workers=4) as server:       # ip-hash routing
+        ...  # http://127.0.0.1:{server.port}/ ; server.pids == {0: pid, 1: pid, ...}
+
+    StickyServer(make_app, factory=True)               # make_app() runs once in each worker
+
+or from a shell, ``storekit serve MODULE:APP --workers 4 --bind 127.0.0.1:8000``.
+See docs/sticky.md for the modes, proxies and worker replacement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pkgutil
+import random
+import selectors
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from ._sticky_bpf import kernel_supported
+from ._sticky_master import Master
+from ._sticky_routing import (
+    ROUTINGS,
+    Mode,
+    Routing,
+    check_mode,
+    check_routing,
+    check_threads,
+    check_workers,
+    parse_bind,
+    slot_for_address,
+)
+from ._sticky_sockets import Config, Resolved, open_listeners
+from ._sticky_worker import SLOT_ENV
+
+__all__ = [
+    "SLOT_ENV",
+    "StickyServer",
+    "StickyServerError",
+    "main",
+    "require_waitress",
+    "resolve_mode",
+    "whoami",
+]
+
+
+class StickyServerError(RuntimeError):
+    """The sticky server could not start, or a worker failed to boot."""
+
+
+def resolve_mode(routing: Routing, mode: Mode) -> Resolved:
+    """The data path for `routing`: the kernel steers, or the master hands sockets over."""
+    if mode == "auto":
+        return "kernel" if kernel_supported() and routing != "header" else "handoff"
+    if mode == "kernel" and routing == "header":
+        raise ValueError(
+            "routing 'header' needs the master to read the request head; use mode 'handoff' or 'auto'"
+        )
+    if mode == "kernel" and not kernel_supported():
+        raise ValueError(
+            f"mode 'kernel' needs Linux SO_REUSEPORT, not on {sys.platform!r}; use 'handoff' or 'auto'"
+        )
+    return mode
+
+
+def require_waitress() -> None:
+    """The workers serve with waitress; say how to get it rather than fail in every worker."""
+    try:
+        import waitress  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            "the sticky server's workers run waitress: pip install 'storekit[server]'"
+        ) from None
+
+
+def whoami(environ: Mapping[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """A WSGI app that answers which worker served it: ``slot 2 pid 4242``."""
+    body = f"slot {os.environ.get(SLOT_ENV, '-')} pid {os.getpid()}\n".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class StickyServer:
+    """A master process and its workers, started by `start()` or `with`, ended by `stop()`.
+
+    The master runs in a child of the calling process; `pids` maps each slot to
+    its current worker's pid; `kill_worker()` and `wait_replaced()` let a test
+    take a worker down and see its slot come back.
+    """
+
+    def __init__(
+        self,
+        app: Callable[..., Any],
+        *,
+        workers: int | None = None,
+        bind: tuple[str, int] = ("127.0.0.1", 0),
+        routing: Routing = "ip-hash",
+        mode: Mode = "auto",
+        factory: bool = False,
+        header: str | None = "X-Forwarded-For",
+        cookie: str | None = None,
+        seed: int | None = None,
+        threads: int = 4,
+        start_timeout: float = 15.0,
+        graceful_timeout: float = 10.0,
+        header_timeout: float = 5.0,
+        server_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        routing = check_routing(routing)
+        self.config = Config(
+            app=app,
+            factory=factory,
+            workers=check_workers((os.cpu_count() or 1) if workers is None else workers),
+            routing=routing,
+            mode=resolve_mode(routing, check_mode(mode)),
+            seed=random.getrandbits(32) if seed is None else seed,
+            header=header,
+            cookie=cookie,
+            threads=check_threads(threads),
+            graceful_timeout=graceful_timeout,
+            header_timeout=header_timeout,
+            server_options=dict(server_options or {}),
+        )
+        self._requested_mode = check_mode(mode)
+        self.bind = bind
+        self.start_timeout = start_timeout
+        self.host = bind[0]
+        self.port = 0
+        self.master_pid: int | None = None
+        self._pids: dict[int, int] = {}
+        self._ready: dict[int, int] = {}
+        self._seen: set[int] = set()
+        self._errors: list[str] = []
+        self._serving = False
+        self._buffer = b""
+        self._status_fd: int | None = None
+        self._lifeline_fd: int | None = None
+
+    @property
+    def workers(self) -> int:
+        return self.config.workers
+
+    @property
+    def mode(self) -> Resolved:
+        return self.config.mode
+
+    @property
+    def routing(self) -> Routing:
+        return self.config.routing
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def pids(self) -> dict[int, int]:
+        """Slot -> pid of the worker serving it now (a replacement may still be booting)."""
+        self._read_status(0.0)
+        return dict(self._pids)
+
+    def all_pids(self) -> set[int]:
+        """The master and every worker it ever started, to check that none outlives `stop()`."""
+        self._read_status(0.0)
+        return self._seen | ({self.master_pid} if self.master_pid else set())
+
+    def slot_for(self, address: str) -> int:
+        """The slot ip-hash routing gives a client at `address`."""
+        return slot_for_address(address, self.workers, self.seed)
+
+    # -- life cycle ---------------------------------------------------------------
+    def __enter__(self) -> StickyServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Open the sockets, fork the master, and wait until every worker serves."""
+        require_waitress()
+        sockets = open_listeners(self.bind[0], self.bind[1], self.config, self._requested_mode)
+        self.host, self.port = sockets[0].getsockname()[:2]
+        status_r, status_w = os.pipe()
+        lifeline_r, lifeline_w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the master
+            code = 1
+            try:
+                os.close(status_r)
+                os.close(lifeline_w)
+                code = Master(self.config, sockets, status_w, lifeline_r).run()
+            finally:
+                os._exit(code)
+        self.master_pid = pid
+        for sock in sockets:
+            sock.close()
+        os.close(status_w)
+        os.close(lifeline_r)
+        self._status_fd, self._lifeline_fd = status_r, lifeline_w
+        deadline = time.monotonic() + self.start_timeout
+        while not self._serving and not self._errors and self._status_fd is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._read_status(left)
+        if not self._serving:
+            reason = "; ".join(self._errors) or f"not every worker was ready within {self.start_timeout}s"
+            self.stop()
+            raise StickyServerError(f"sticky server on {self.url} did not start: {reason}")
+
+    def stop(self, timeout: float | None = None) -> None:
+        """SIGTERM the master, which drains its workers; SIGKILL whatever is left after `timeout`."""
+        if self.master_pid is None:
+            return
+        limit = self.config.graceful_timeout + 3.0 if timeout is None else timeout
+        _signal(self.master_pid, signal.SIGTERM)
+        if not _wait_child(self.master_pid, limit):
+            for pid in [self.master_pid, *self.all_pids()]:
+                _signal(pid, signal.SIGKILL)
+            _wait_child(self.master_pid, 5.0)
+        self._read_status(0.0)
+        for fd in (self._status_fd, self._lifeline_fd):
+            if fd is not None:
+                os.close(fd)
+        self._status_fd = self._lifeline_fd = None
+        self.master_pid = None
+
+    def kill_worker(self, slot: int, signum: int = signal.SIGKILL) -> int:
+        """Send `signum` to the worker of `slot`; returns its pid."""
+        pid = self.pids[slot]
+        _signal(pid, signum)
+        return pid
+
+    def wait_replaced(self, slot: int, old_pid: int, timeout: float = 10.0) -> int:
+        """Wait until a worker other than `old_pid` serves `slot`; returns its pid."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pid = self._ready.get(slot)
+            if pid is not None and pid != old_pid:
+                return pid
+            left = deadline - time.monotonic()
+            if left <= 0 or self._status_fd is None:
+                raise StickyServerError(
+                    f"slot {slot} had no new worker within {timeout}s (old pid {old_pid})"
+                )
+            self._read_status(left)
+
+    def _read_status(self, timeout: float) -> None:
+        if self._status_fd is None:
+            return
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._status_fd, selectors.EVENT_READ)
+            if not sel.select(timeout):
+                return
+        data = os.read(self._status_fd, 65536)
+        if not data:
+            os.close(self._status_fd)
+            self._status_fd = None
+            return
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            self._on_event(json.loads(line))
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "spawned":
+            self._pids[event["slot"]] = event["pid"]
+            self._seen.add(event["pid"])
+        elif kind == "ready":
+            self._ready[event["slot"]] = event["pid"]
+        elif kind == "serving":
+            self._serving = True
+        elif kind == "error":
+            self._errors.append(event["message"])
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+def _wait_child(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if done:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+# -- command line -------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="storekit serve", description="Serve a WSGI app on worker processes, each client on one worker."
+    )
+    parser.add_argument("app", metavar="MODULE:APP", help="the WSGI app, e.g. myproject.wsgi:application")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    parser.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT, [::1]:PORT for IPv6")
+    parser.add_argument(
+        "--routing", default="ip-hash", help=f"one of {', '.join(ROUTINGS)} (default ip-hash)"
+    )
+    parser.add_argument("--mode", default="auto", help="auto (default), kernel or handoff")
+    parser.add_argument("--factory", action="store_true", help="APP is a factory, called once in each worker")
+    parser.add_argument("--header", default="X-Forwarded-For", help="header routing: the address header")
+    parser.add_argument("--cookie", default=None, help="header routing: route on this cookie when present")
+    parser.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
+    parser.add_argument("--seed", type=int, default=None, help="hash seed (default: random per start)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`storekit serve`: serve until SIGTERM or Ctrl-C; returns the exit status."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, or a message argparse already printed
+        return exit_.code if isinstance(exit_.code, int) else 2
+    try:
+        require_waitress()
+        host, port = parse_bind(args.bind)
+        routing = check_routing(args.routing)
+        config = Config(
+            app=_load_app(args.app),
+            factory=args.factory,
+            workers=check_workers((os.cpu_count() or 1) if args.workers is None else args.workers),
+            routing=routing,
+            mode=resolve_mode(routing, check_mode(args.mode)),
+            seed=random.getrandbits(32) if args.seed is None else args.seed,
+            header=args.header,
+            cookie=args.cookie,
+            threads=check_threads(args.threads),
+        )
+    except (ValueError, TypeError, ImportError) as exc:
+        print(f"storekit serve: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        sockets = open_listeners(host, port, config, check_mode(args.mode))
+    except OSError as exc:
+        print(
+            f"storekit serve: error: cannot listen on {args.bind!r}: {exc.strerror or exc}", file=sys.stderr
+        )
+        return 1
+    shown = sockets[0].getsockname()
+    where = f"[{shown[0]}]:{shown[1]}" if ":" in shown[0] else f"{shown[0]}:{shown[1]}"
+    print(
+        f"storekit serve: {args.app} on http://{where}, {config.workers} workers, "
+        f"routing {config.routing} ({config.mode} mode)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return Master(config, sockets).run()
+
+
+def _load_app(spec: str) -> Callable[..., Any]:
+    if ":" not in spec:
+        raise ValueError(
+            f"MODULE:APP expects 'module:attribute', got {spec!r}; e.g. myproject.wsgi:application"
+        )
+    sys.path.insert(0, os.getcwd())
+    try:
+        app = pkgutil.resolve_name(spec)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"cannot load {spec!r}: {exc}") from None
+    if not callable(app):
+        raise ValueError(f"{spec!r} is a {type(app).__name__}, not a WSGI app or app factory")
+    return app  # type: ignore[no-any-return]
