@@ -1,0 +1,237 @@
+"""storekit.django: a Django session engine over a conforming store, through Django's test client."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+django = pytest.importorskip("django")
+
+from django.conf import settings  # noqa: E402
+
+if not settings.configured:
+    settings.configure(
+        SECRET_KEY="storekit-tests-not-a-secret",
+        ROOT_URLCONF=__name__,
+        ALLOWED_HOSTS=["testserver"],
+        USE_TZ=True,
+        MIDDLEWARE=["django.contrib.sessions.middleware.SessionMiddleware"],
+        SESSION_ENGINE="storekit.django",
+        STOREKIT_SESSION_STORE="storekit.reference:MemoryStore",
+    )
+    django.setup()
+
+from django.contrib.sessions.backends.base import CreateError, UpdateError  # noqa: E402
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+from django.http import HttpRequest, JsonResponse  # noqa: E402
+from django.test import Client, override_settings  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from storekit import django as engine  # noqa: E402
+from storekit.codec import parse_expires  # noqa: E402
+from storekit.reference import cluster  # noqa: E402
+
+
+def count(request: HttpRequest) -> JsonResponse:
+    request.session["n"] = request.session.get("n", 0) + 1
+    return JsonResponse({"n": request.session["n"]})
+
+
+def read(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"n": request.session.get("n")})
+
+
+def login(request: HttpRequest) -> JsonResponse:
+    request.session.cycle_key()
+    request.session["user"] = "ada"
+    return JsonResponse({"user": "ada"})
+
+
+def logout(request: HttpRequest) -> JsonResponse:
+    request.session.flush()
+    return JsonResponse({})
+
+
+urlpatterns = [path("count", count), path("read", read), path("login", login), path("logout", logout)]
+
+
+@contextlib.contextmanager
+def cluster_master() -> Iterator[None]:
+    if cluster._server is not None and cluster._server.running:
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv(cluster.ENV_SOCKET, raising=False)
+        patch.delenv(cluster.ENV_KEY, raising=False)
+        with cluster.serving():
+            yield
+
+
+REDIS_URL: list[str] = []
+
+
+def redis_store() -> Any:
+    """What STOREKIT_SESSION_STORE = "test_django:redis_store" builds: a RedisStore on the test's server."""
+    from storekit.reference.redis import RedisStore
+
+    return RedisStore(REDIS_URL[0])
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[None]:
+    pytest.importorskip("storekit.reference.redis")
+    from storekit.reference.redis_server import RedisServer
+
+    with RedisServer() as server:
+        REDIS_URL[:] = [server.url]
+        yield
+
+
+@pytest.fixture(
+    params=[
+        "storekit.reference:MemoryStore",
+        "storekit.reference.cluster:ClusterStore",
+        f"{__name__}:redis_store",
+    ]
+)
+def store(request: pytest.FixtureRequest) -> Iterator[Any]:
+    engine._stores.clear()
+    with contextlib.ExitStack() as stack:
+        if "cluster" in request.param:
+            stack.enter_context(cluster_master())
+        if "redis" in request.param:
+            stack.enter_context(redis_server())
+        stack.enter_context(override_settings(STOREKIT_SESSION_STORE=request.param))
+        yield engine.get_store()
+        close = getattr(engine.get_store(), "close", None)
+        if "redis" in request.param and callable(close):
+            close()
+    engine._stores.clear()
+
+
+def session_key(client: Client) -> str:
+    return str(client.cookies[settings.SESSION_COOKIE_NAME].value)
+
+
+def test_a_session_persists_in_the_store_across_requests(store: Any) -> None:
+    client = Client()
+    assert client.get("/count").json() == {"n": 1}
+    assert client.get("/count").json() == {"n": 2}
+    record = store.get(session_key(client))
+    assert record["n"] == 2
+    left = parse_expires(record["cookie"]["expires"]) - time.time()
+    assert abs(left - settings.SESSION_COOKIE_AGE) < 60
+
+
+def test_cycle_key_moves_the_data_to_a_new_key_and_destroys_the_old(store: Any) -> None:
+    client = Client()
+    client.get("/count")
+    before = session_key(client)
+    client.get("/login")
+    after = session_key(client)
+    assert after != before
+    assert store.get(before) is None
+    assert client.get("/read").json() == {"n": 1}
+
+
+def test_flush_destroys_the_session(store: Any) -> None:
+    client = Client()
+    client.get("/count")
+    key = session_key(client)
+    client.get("/logout")
+    assert store.get(key) is None
+    assert client.get("/read").json() == {"n": None}
+
+
+def test_load_of_an_unknown_key_creates_nothing(store: Any) -> None:
+    session = engine.SessionStore("unknown0key0that0nobody0made0000")
+    assert session.load() == {}
+    assert session.session_key is None
+    assert not session.exists("unknown0key0that0nobody0made0000")
+    assert store.get("unknown0key0that0nobody0made0000") is None
+
+
+def test_save_and_create_keep_djangos_semantics(store: Any) -> None:
+    first = engine.SessionStore()
+    first["a"] = 1
+    first.create()
+    key = first.session_key
+    assert first.exists(key)
+    again = engine.SessionStore(key)
+    with pytest.raises(CreateError):
+        again.save(must_create=True)
+    other = engine.SessionStore(key)
+    other.delete()
+    first["a"] = 2
+    with pytest.raises(UpdateError):  # a session logged out elsewhere is not resurrected
+        first.save()
+    assert store.get(key) is None
+
+
+def test_an_expiry_in_the_past_makes_the_store_drop_it(store: Any) -> None:
+    session = engine.SessionStore()
+    session["a"] = 1
+    session.create()
+    session.set_expiry(-10)
+    session.save()
+    assert engine.SessionStore(session.session_key).load() == {}
+    engine.SessionStore.clear_expired()  # a no-op that must exist
+
+
+def test_a_key_the_store_cannot_hold_is_no_session(store: Any) -> None:
+    session = engine.SessionStore("x" * 5000)  # MemoryStore and ClusterStore refuse 5000 characters
+    assert session.load() == {}
+    session.delete("x" * 5000)
+
+
+def test_the_reserved_cookie_key_is_refused_with_a_reason(store: Any) -> None:
+    session = engine.SessionStore()
+    session["cookie"] = "mine"
+    with pytest.raises(ValueError, match="'cookie' is reserved"):
+        session.save()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (None, "needs the STOREKIT_SESSION_STORE setting"),
+        ("storekit.reference.MemoryStore", "must be 'module:attribute'"),
+        ("storekit.nowhere:Store", "does not resolve"),
+        ("storekit.reference:NoSuchStore", "does not resolve"),
+        ("storekit.codec:MAX_DEPTH", "is not a store"),
+        ("storekit.reference:AsyncMemoryStore", "is an async store"),
+    ],
+)
+def test_a_bad_setting_is_reported_with_the_value_and_the_fix(value: Any, message: str) -> None:
+    engine._stores.clear()
+    with override_settings(STOREKIT_SESSION_STORE=value), pytest.raises(ImproperlyConfigured, match=message):
+        engine.get_store()
+
+
+def test_a_target_names_its_factory() -> None:
+    engine._stores.clear()
+    with override_settings(STOREKIT_SESSION_STORE="storekit.ecosystem.cachelib:simple_cache_target"):
+        assert type(engine.get_store()).__name__ == "CacheLibStore"
+    engine._stores.clear()
+
+
+def test_the_setup_in_docs_frameworks_md_works() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "frameworks.md").read_text()
+    code = text.split("<!-- example: django -->\n```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "docs/frameworks.md", "exec"), namespace)
+    configured = {key: value for key, value in namespace.items() if key.isupper()}
+    assert configured["SESSION_ENGINE"] == "storekit.django"
+    engine._stores.clear()
+    with override_settings(**configured):
+        client = Client()
+        client.get("/count")
+        assert client.get("/count").json() == {"n": 2}
+        assert engine.get_store().get(session_key(client))["n"] == 2
+    engine._stores.clear()
