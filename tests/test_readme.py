@@ -35,3 +35,10 @@ def test_the_readme_opens_with_the_two_commands_and_ci_runs_the_second() -> None
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
     assert "<!-- test-command -->" in ci
     assert README.index("<!-- test-command -->") < README.index(blocks[1])
+
+
+def test_every_document_the_readme_links_exists() -> None:
+    root = Path(__file__).resolve().parent.parent
+    links = re.findall(r"\]\(([^)#]+)\)", README)
+    assert links
+    assert [link for link in links if not (root / link).exists()] == []
