@@ -22,6 +22,7 @@ methods.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "SupportsClear",
     "SupportsLength",
     "SupportsTouch",
+    "require_sync_store",
 ]
 
 Session = dict[str, Any]
@@ -197,3 +199,18 @@ class SupportsAsyncAll(Protocol):
     async def all(self) -> dict[str, Session]:
         """See :meth:`SupportsAll.all`."""
         ...
+
+
+def require_sync_store(store: object, user: str) -> Store:
+    """``store`` if it has synchronous get, set and destroy; TypeError naming ``user``
+    (what needs the store: a WSGI middleware, a framework adapter) otherwise."""
+    for method in ("get", "set", "destroy"):
+        function = getattr(store, method, None)
+        if not callable(function):
+            raise TypeError(f"{store!r} has no {method}() method; a store needs get, set and destroy")
+        if inspect.iscoroutinefunction(function):
+            raise TypeError(
+                f"{store!r}.{method} is a coroutine function; {user} needs a sync store such as "
+                "storekit.reference.MemoryStore or ClusterStore (an async store is for async frameworks)"
+            )
+    return store  # type: ignore[return-value]

@@ -27,7 +27,6 @@ destroys the stored session and deletes the cookie. Responses vary on
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from collections.abc import Callable
@@ -38,7 +37,7 @@ from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.datastructures import CallbackDict
 
 from storekit.codec import check_sid, format_expires
-from storekit.contract import Store, SupportsTouch
+from storekit.contract import Store, SupportsTouch, require_sync_store
 from storekit.cookie import check_secrets, cookie_values, generate_sid, sign, unsign
 from storekit.errors import InvalidSessionId
 
@@ -122,16 +121,7 @@ class StoreSessionInterface(SessionInterface):
         genid: Callable[[], str] = generate_sid,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        for method in ("get", "set", "destroy"):
-            function = getattr(store, method, None)
-            if not callable(function):
-                raise TypeError(f"{store!r} has no {method}() method; a store needs get, set and destroy")
-            if inspect.iscoroutinefunction(function):
-                raise TypeError(
-                    f"{store!r}.{method} is a coroutine function; Flask needs a sync store "
-                    "such as storekit.reference.MemoryStore or ClusterStore"
-                )
-        self.store = store
+        self.store = require_sync_store(store, "Flask")
         self.toucher: SupportsTouch | None = store if isinstance(store, SupportsTouch) else None
         self.genid = genid
         self.clock = clock

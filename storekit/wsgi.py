@@ -10,7 +10,6 @@ session. Nothing is saved when the app raises or answers 5xx.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import sys
 import time
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from storekit import groups as _groups
 from storekit.codec import check_sid
-from storekit.contract import Store, SupportsTouch
+from storekit.contract import Store, SupportsTouch, require_sync_store
 from storekit.cookie import (
     cookie_values,
     delete_cookie_header,
@@ -93,17 +92,8 @@ class SessionMiddleware:
         clock: Callable[[], float] = time.time,
         genid: Callable[[], str] = generate_sid,
     ) -> None:
-        for method in ("get", "set", "destroy"):
-            function = getattr(store, method, None)
-            if not callable(function):
-                raise TypeError(f"{store!r} has no {method}() method; a store needs get, set and destroy")
-            if inspect.iscoroutinefunction(function):
-                raise TypeError(
-                    f"{store!r}.{method} is a coroutine function: an async store is for async frameworks; "
-                    "SessionMiddleware (WSGI) needs a sync store such as storekit.reference.MemoryStore"
-                )
         self.app = app
-        self.store = store
+        self.store = require_sync_store(store, "SessionMiddleware (WSGI)")
         self.config = SessionConfig(
             secret=secret,
             cookie_name=cookie_name,
