@@ -1,0 +1,279 @@
+"""ClusterStore against its peers, on this machine, in one run.
+
+Worker processes (1, 2 and 4) get and set ~1 KB sessions, each on its own
+sids, for a fixed time; every operation is timed. The peers, each doing the
+same JSON work a session store must do:
+
+* ``cluster``: storekit's ClusterStore (strict validation + JSON, server in this process);
+* ``manager``: ``multiprocessing.Manager().dict()`` holding JSON strings;
+* ``redis``: redis-py against a redis-server this script starts on a free
+  loopback port, without persistence;
+* ``raw``: the floor: a Python client and a thread-per-connection Python server
+  exchanging the same byte counts over a Unix socket, with no work at all.
+
+Then the resident memory of a cluster server holding 1,000,000 sessions of
+200 bytes. ``--write docs/benchmarks.md`` replaces the "ClusterStore" section.
+
+    .venv/bin/python benchmarks/bench_cluster.py --write docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from storekit.codec import format_expires
+from storekit.reference import _cluster_wire as wire
+from storekit.reference import cluster
+from storekit.reference._cluster_requests import Requests
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_cluster_peers import BACKENDS, ORDER, SESSION, SIDS_PER_WORKER, Backend, Client, ctx
+
+# --- measuring ---
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # workers that were joined
+    return usage.ru_utime + usage.ru_stime
+
+
+def _worker(make: Callable[[], Client], op: str, wid: int, start: float, seconds: float, out: Any) -> None:
+    get, set_ = make()
+    sids = [f"w{wid}-{i:03d}-{'s' * 20}" for i in range(SIDS_PER_WORKER)]
+    for sid in sids:
+        set_(sid, SESSION)
+    call: Callable[[str], Any] = get if op == "get" else (lambda sid: set_(sid, SESSION))
+    latencies = array.array("d")
+    clock = time.perf_counter
+    while time.time() < start:
+        time.sleep(0.001)
+    stop = clock() + seconds
+    i = 0
+    while True:
+        began = clock()
+        call(sids[i % SIDS_PER_WORKER])
+        ended = clock()
+        latencies.append(ended - began)
+        i += 1
+        if ended >= stop:
+            break
+    out.send_bytes(latencies.tobytes())
+    out.close()
+
+
+def measure(backend: Backend, op: str, workers: int, seconds: float) -> dict[str, float]:
+    make, server_cpu = backend
+    server_before, clients_before = server_cpu(), _children_cpu()
+    start = time.time() + 0.3
+    pipes, procs = [], []
+    for wid in range(workers):
+        receive, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_worker, args=(make, op, wid, start, seconds, send))
+        proc.start()
+        send.close()
+        pipes.append(receive)
+        procs.append(proc)
+    samples = array.array("d")
+    for receive in pipes:
+        samples.frombytes(receive.recv_bytes())
+    for proc in procs:
+        proc.join()
+        if proc.exitcode != 0:
+            raise RuntimeError(f"a {op} worker failed with exit code {proc.exitcode}")
+    ordered = sorted(samples)
+    count = len(ordered)
+    return {
+        "ops": count / seconds,
+        "p50": ordered[count // 2] * 1e6,
+        "p99": ordered[int(count * 0.99)] * 1e6,
+        "client_cpu": (_children_cpu() - clients_before) / count * 1e6,  # includes warm-up and start-up
+        "server_cpu": (server_cpu() - server_before) / count * 1e6,
+    }
+
+
+def memory(count: int, size: int) -> dict[str, float]:
+    """RSS of a fresh master holding ``count`` sessions of ``size`` bytes of JSON."""
+    script = (
+        "import os, sys\nfrom storekit.reference import cluster\ncluster.setup()\n"
+        "print(os.environ[cluster.ENV_SOCKET], os.environ[cluster.ENV_KEY], flush=True)\nsys.stdin.read()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOREKIT_CLUSTER")}
+    master = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert master.stdout is not None
+    path, key = master.stdout.readline().split()
+    try:
+        address = cluster.Address(path, bytes.fromhex(key))
+        store = cluster.ClusterStore(address=address, timeout=60)
+        before = _rss(master.pid)
+        session = {"cookie": {"expires": format_expires(time.time() + 86_400)}, "data": ""}
+        session["data"] = "x" * (size - len(json.dumps(session, separators=(",", ":"))))
+        requests = Requests("", None, 1 << 20, time.time)
+        conn = store._connect()  # pipelined sets over one connection: the fill takes seconds, not minutes
+        batch = 2000
+        for first in range(0, count, batch):
+            frames = [requests.set(f"{i:032x}", session) for i in range(first, min(first + batch, count))]
+            conn.sock.sendall(b"".join(frames))
+            expected, got = 5 * len(frames), 0
+            while got < expected:
+                got += len(conn.sock.recv(expected - got))
+        conn.close()
+        assert store.length() == count
+        assert len(requests.set("x", session)) - 4 - 4 - 1 - wire.EXPIRY_BYTES == size
+        return {"before": before, "after": _rss(master.pid), "count": count, "size": size}
+    finally:
+        master.kill()
+        master.wait()
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+
+
+def _rss(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def machine() -> str:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor() or "unknown CPU",
+    )  # fmt: skip
+    return f"{cpu}, {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}"
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def report(
+    results: dict[tuple[str, str, int], dict[str, float]], mem: dict[str, float] | None, meta: dict[str, str]
+) -> str:
+    lines = [
+        "## ClusterStore",
+        "",
+        f"Machine: {meta['machine']}. Load average before/after: {meta['load_before']} / "
+        f"{meta['load_after']} (the machine is shared with other work).",
+        f"Command: `{meta['command']}`; {meta['seconds']} s per cell and round, {meta['rounds']} rounds.",
+        "",
+        "Each cell is the median (by ops/s) of the rounds, the backends taking turns in every round.",
+        "CPU columns: CPU time per operation, of the worker processes (start-up included) and of the",
+        "server (the master process for cluster and raw, the manager process, redis-server).",
+        "",
+        "| backend | op | workers | ops/s (all workers) | p50 µs | p99 µs | client CPU µs/op "
+        "| server CPU µs/op |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (backend, op, workers), r in sorted(results.items(), key=lambda item: ORDER.index(item[0][0])):
+        lines.append(
+            f"| {backend} | {op} | {workers} | {r['ops']:,.0f} | {r['p50']:.0f} | {r['p99']:.0f} "
+            f"| {r['client_cpu']:.0f} | {r['server_cpu']:.0f} |"
+        )
+    lines += ["", "Against the targets of issue 3:", ""]
+    for op in ("get", "set"):
+        c4, c1 = results.get(("cluster", op, 4)), results.get(("cluster", op, 1))
+        m4, r4, raw1 = (
+            results.get(("manager", op, 4)),
+            results.get(("redis", op, 4)),
+            results.get(("raw", op, 1)),
+        )
+        for peer, name, target in ((m4, "Manager().dict()", 1.5), (r4, "redis-py", 2)):
+            if c4 and peer:
+                lines.append(
+                    f"- {op}, 4 workers: {c4['ops'] / peer['ops']:.2f}x {name} (target >= {target}x); "
+                    f"CPU per operation, clients + server: {_cpu_per_op(c4):.0f} µs against "
+                    f"{_cpu_per_op(peer):.0f} µs ({_cpu_per_op(peer) / _cpu_per_op(c4):.2f}x when CPU-bound)"
+                )
+        if c4:
+            lines.append(f"- {op}, 4 workers: p99 {c4['p99']:.0f} µs (target < 1000 µs)")
+        if c1 and raw1:
+            lines.append(
+                f"- {op}, 1 worker: p50 {c1['p50']:.0f} µs = {c1['p50'] / raw1['p50']:.2f}x the raw round "
+                f"trip's {raw1['p50']:.0f} µs (target <= 2x)"
+            )
+    if mem:
+        lines += [
+            "",
+            f"Memory: a fresh master holding {mem['count']:,.0f} live sessions of {mem['size']:.0f} bytes of "
+            f"JSON (32-character sids, each with an expiry) has {mem['after']:.0f} MB resident "
+            f"({mem['before']:.0f} MB before the sessions, so "
+            f"{mem['after'] - mem['before']:.0f} MB for them; target < 400 MB).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _cpu_per_op(cell: dict[str, float]) -> float:
+    return cell["client_cpu"] + cell["server_cpu"]
+
+
+def write_section(path: Path, section: str) -> None:
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    start = text.find("## ClusterStore\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=2.0, help="measuring time per cell and round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per cell; the median is reported")
+    parser.add_argument("--workers", default="1,2,4", help="worker counts, comma-separated")
+    parser.add_argument("--backends", default=",".join(BACKENDS), help="subset of " + ",".join(BACKENDS))
+    parser.add_argument(
+        "--sessions", type=int, default=1_000_000, help="sessions for the memory test (0: skip)"
+    )
+    parser.add_argument("--write", type=Path, help="replace the ClusterStore section of this markdown file")
+    args = parser.parse_args(argv)
+    meta = {
+        "machine": machine(),
+        "load_before": load(),
+        "seconds": f"{args.seconds:g}",
+        "rounds": str(args.rounds),
+    }
+    meta["command"] = " ".join(["python", "benchmarks/bench_cluster.py", *sys.argv[1:]])
+    results: dict[tuple[str, str, int], dict[str, float]] = {}
+    names = args.backends.split(",")
+    with ExitStack() as stack:
+        backends = {name: stack.enter_context(BACKENDS[name]()) for name in names}
+        for op in ("get", "set"):
+            for workers in map(int, args.workers.split(",")):
+                rounds: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+                for _ in range(args.rounds):
+                    for name in names:
+                        rounds[name].append(measure(backends[name], op, workers, args.seconds))
+                for name in names:
+                    r = sorted(rounds[name], key=lambda cell: cell["ops"])[len(rounds[name]) // 2]
+                    results[name, op, workers] = r
+                    print(f"{name:8} {op} x{workers}: {r['ops']:9,.0f} ops/s  p50 {r['p50']:6.0f} µs  "
+                          f"p99 {r['p99']:6.0f} µs  cpu {r['client_cpu']:4.0f}+{r['server_cpu']:4.0f} µs/op",
+                          flush=True)  # fmt: skip
+    mem = memory(args.sessions, 200) if args.sessions else None
+    meta["load_after"] = load()
+    text = report(results, mem, meta)
+    print(text)
+    if args.write:
+        write_section(args.write, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""AsyncClusterStore: the asyncio twin of ClusterStore, over asyncio streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+
+from storekit.codec import DEFAULT_MAX_SESSION_BYTES
+from storekit.contract import Session
+from storekit.errors import StoreUnavailable
+from storekit.reference import _cluster_wire as wire
+from storekit.reference._cluster_requests import (
+    Address,
+    Requests,
+    address_from_env,
+    unavailable,
+)
+
+__all__ = ["AsyncClusterStore"]
+
+_IDLE_CONNECTIONS = 16
+
+
+class AsyncClusterStore:
+    """The asyncio twin of :class:`ClusterStore`, with the same arguments.
+
+    Concurrent tasks each use a connection of their own from a small pool of
+    non-blocking sockets, so the server sees them as concurrent requests; each
+    operation (connect included) raises :class:`~storekit.StoreUnavailable`
+    within ``timeout``. The sockets belong to no event loop, so one store may
+    serve successive loops (``asyncio.run`` per call).
+    """
+
+    def __init__(
+        self,
+        *,
+        namespace: str = "",
+        default_ttl: float | None = None,
+        max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES,
+        timeout: float = 2.0,
+        clock: Callable[[], float] = time.time,
+        address: Address | None = None,
+    ) -> None:
+        self.requests = Requests(namespace, default_ttl, max_session_bytes, clock)
+        self.address = address or address_from_env()
+        self.timeout = timeout
+        self._idle: list[socket.socket] = []
+        self._pid = os.getpid()
+
+    @property
+    def name(self) -> str:
+        return self.requests.namespace.decode()
+
+    def namespace(self, name: str) -> AsyncClusterStore:
+        """See :meth:`ClusterStore.namespace`."""
+        r = self.requests
+        return AsyncClusterStore(
+            namespace=name,
+            default_ttl=r.default_ttl,
+            max_session_bytes=r.max_session_bytes,
+            timeout=self.timeout,
+            clock=r.clock,
+            address=self.address,
+        )
+
+    async def get(self, sid: str) -> Session | None:
+        return Requests.session(await self._call(self.requests.get(sid)))
+
+    async def set(self, sid: str, session: Session) -> None:
+        Requests.done(await self._call(self.requests.set(sid, session)))
+
+    async def destroy(self, sid: str) -> None:
+        Requests.done(await self._call(self.requests.destroy(sid)))
+
+    async def touch(self, sid: str, session: Session) -> None:
+        Requests.done(await self._call(self.requests.touch(sid, session)))
+
+    async def length(self) -> int:
+        return Requests.count(await self._call(self.requests.length))
+
+    async def clear(self) -> None:
+        Requests.done(await self._call(self.requests.clear))
+
+    async def all(self) -> dict[str, Session]:
+        return Requests.sessions(await self._call(self.requests.all))
+
+    async def aclose(self) -> None:
+        """Close the idle connections; the store reconnects when used again."""
+        idle, self._idle = self._idle, []
+        for sock in idle:
+            sock.close()
+
+    def __del__(self) -> None:
+        for sock in getattr(self, "_idle", ()):
+            with contextlib.suppress(Exception):
+                sock.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncClusterStore(namespace={self.name!r}, address={self.address!r})"
+
+    async def _call(self, frame: bytes) -> bytes:
+        if self._pid != os.getpid():  # forked: these connections belong to the parent
+            for sock in self._idle:
+                sock.close()
+            self._idle, self._pid = [], os.getpid()
+        if self._idle:
+            try:
+                return await self._exchange(self._idle.pop(), frame)
+            except StoreUnavailable as exc:
+                if isinstance(exc.__cause__, (asyncio.TimeoutError, TimeoutError)):
+                    raise
+            # a pooled connection broke; every request is idempotent: ask again
+        return await self._exchange(None, frame)
+
+    async def _exchange(self, sock: socket.socket | None, frame: bytes) -> bytes:
+        try:
+            return await asyncio.wait_for(self._roundtrip(sock, frame), self.timeout)
+        except (OSError, EOFError, asyncio.TimeoutError, wire.WireError) as exc:
+            raise unavailable(self.address, _as_timeout(exc), self.timeout) from exc
+
+    async def _roundtrip(self, sock: socket.socket | None, frame: bytes) -> bytes:
+        loop = asyncio.get_running_loop()
+        if sock is None:
+            sock = await self._connect(loop)
+        try:
+            await loop.sock_sendall(sock, frame)
+            reply = await _read_frame(loop, sock)
+        except BaseException:
+            sock.close()
+            raise
+        if len(self._idle) < _IDLE_CONNECTIONS:
+            self._idle.append(sock)
+        else:
+            sock.close()
+        return reply
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, self.address.path)
+            server_nonce = wire.parse_hello((await _read_frame(loop, sock))[4:])
+            client_nonce = secrets.token_bytes(wire.NONCE_BYTES)
+            await loop.sock_sendall(sock, wire.auth_frame(self.address.secret, server_nonce, client_nonce))
+            reply = await _read_frame(loop, sock)
+        except BaseException:
+            sock.close()
+            raise
+        if reply[4] != wire.OK or not wire.check_welcome(
+            self.address.secret, server_nonce, client_nonce, reply[5:]
+        ):
+            sock.close()
+            raise StoreUnavailable(
+                f"the cluster server at {self.address.path!r} rejected this process's key; start "
+                "workers from the master that called setup()"
+            )
+        return sock
+
+
+def _as_timeout(exc: BaseException) -> BaseException:
+    return TimeoutError(str(exc)) if isinstance(exc, asyncio.TimeoutError) else exc
+
+
+async def _read_exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int) -> bytes:
+    data = bytearray(size)
+    view, filled = memoryview(data), 0
+    while filled < size:
+        received = await loop.sock_recv_into(sock, view[filled:])
+        if not received:
+            raise EOFError("the cluster server closed the connection")
+        filled += received
+    return bytes(data)
+
+
+async def _read_frame(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
+    head = await _read_exactly(loop, sock, 4)
+    return head + await _read_exactly(loop, sock, wire.frame_length(head))

@@ -1,0 +1,224 @@
+"""ClusterStore: the blocking client, one pooled connection per thread at a time."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import socket
+import struct
+import time
+from collections.abc import Callable
+
+from storekit.codec import DEFAULT_MAX_SESSION_BYTES
+from storekit.contract import Session
+from storekit.errors import StoreUnavailable
+from storekit.reference import _cluster_wire as wire
+from storekit.reference._cluster_requests import ENV_KEY, Address, Requests, address_from_env, unavailable
+
+__all__ = ["ClusterStore"]
+_IDLE_CONNECTIONS = 32  # kept per process; more threads at once open more, then close them
+_BUFFER = 1 << 16
+
+
+class ClusterStore:
+    """A store whose sessions live in the master's cluster server.
+
+    Call ``storekit.reference.cluster.setup()`` in the master first; workers
+    forked or spawned afterwards find the server through the environment.
+    Connections are opened on first use, pooled per process (one per thread
+    at a time), and reopened after a broken connection. Every operation raises
+    :class:`~storekit.StoreUnavailable` within ``timeout`` seconds when the
+    master cannot be reached. ``namespace`` keeps this store's sessions apart
+    from other namespaces on the same server.
+    """
+
+    def __init__(
+        self,
+        *,
+        namespace: str = "",
+        default_ttl: float | None = None,
+        max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES,
+        timeout: float = 2.0,
+        clock: Callable[[], float] = time.time,
+        address: Address | None = None,
+    ) -> None:
+        self.requests = Requests(namespace, default_ttl, max_session_bytes, clock)
+        self.address = address or address_from_env()
+        self.timeout = timeout
+        self._timeval = struct.pack("ll", int(timeout), int(timeout % 1 * 1_000_000))
+        self._idle: list[_Conn] = []
+        self._generation = _forks
+
+    @property
+    def name(self) -> str:
+        return self.requests.namespace.decode()
+
+    def namespace(self, name: str) -> ClusterStore:
+        """A store on the same server whose sessions are kept apart from this one's."""
+        r = self.requests
+        return ClusterStore(
+            namespace=name,
+            default_ttl=r.default_ttl,
+            max_session_bytes=r.max_session_bytes,
+            timeout=self.timeout,
+            clock=r.clock,
+            address=self.address,
+        )
+
+    def get(self, sid: str) -> Session | None:
+        return Requests.session(self._call(self.requests.get(sid)))
+
+    def set(self, sid: str, session: Session) -> None:
+        Requests.done(self._call(self.requests.set(sid, session)))
+
+    def destroy(self, sid: str) -> None:
+        Requests.done(self._call(self.requests.destroy(sid)))
+
+    def touch(self, sid: str, session: Session) -> None:
+        Requests.done(self._call(self.requests.touch(sid, session)))
+
+    def length(self) -> int:
+        return Requests.count(self._call(self.requests.length))
+
+    def clear(self) -> None:
+        Requests.done(self._call(self.requests.clear))
+
+    def all(self) -> dict[str, Session]:
+        return Requests.sessions(self._call(self.requests.all))
+
+    def close(self) -> None:
+        """Close this process's idle connections; the store reconnects when used again."""
+        while self._idle:
+            self._idle.pop().close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def __repr__(self) -> str:
+        return f"ClusterStore(namespace={self.name!r}, address={self.address!r})"
+
+    def _call(self, frame: bytes) -> bytes:
+        if self._generation != _forks:  # forked: these connections belong to the parent
+            for conn in self._idle:
+                conn.close()
+            self._idle, self._generation = [], _forks
+        try:
+            conn = self._idle.pop()
+        except IndexError:
+            return self._exchange(self._connect(), frame)
+        try:
+            return self._exchange(conn, frame)
+        except StoreUnavailable as exc:
+            if isinstance(exc.__cause__, (TimeoutError, BlockingIOError)):
+                raise
+        # A pooled connection broke (the server restarted, say): every request is
+        # idempotent, so ask once more on a fresh connection.
+        return self._exchange(self._connect(), frame)
+
+    def _exchange(self, conn: _Conn, frame: bytes) -> bytes:
+        try:
+            conn.sock.sendall(frame)
+            reply = conn.recv_frame()
+        except (OSError, EOFError, wire.WireError) as exc:
+            conn.close()
+            raise unavailable(self.address, exc, self.timeout) from exc
+        if len(self._idle) < _IDLE_CONNECTIONS:
+            self._idle.append(conn)
+        else:
+            conn.close()
+        return reply
+
+    def _connect(self) -> _Conn:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.address.path)
+            sock.settimeout(None)  # blocking, with kernel timeouts: no poll() per call
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self._timeval)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self._timeval)
+            conn = _Conn(sock)
+            server_nonce = wire.parse_hello(conn.recv_frame()[4:])
+            client_nonce = secrets.token_bytes(wire.NONCE_BYTES)
+            sock.sendall(wire.auth_frame(self.address.secret, server_nonce, client_nonce))
+            reply = conn.recv_frame()
+            ok = reply[4] == wire.OK and wire.check_welcome(
+                self.address.secret, server_nonce, client_nonce, reply[5:]
+            )
+        except (OSError, EOFError, wire.WireError) as exc:
+            sock.close()
+            if isinstance(exc, wire.WireError):
+                raise StoreUnavailable(f"{self.address.path!r}: {exc}") from exc
+            if isinstance(exc, ConnectionResetError | BrokenPipeError | EOFError) and _denied(exc):
+                raise _key_rejected(self.address) from exc
+            raise unavailable(self.address, exc, self.timeout) from exc
+        if not ok:
+            sock.close()
+            raise _key_rejected(self.address)
+        return conn
+
+
+_forks = 0  # bumped in every forked child, so a store notices it was inherited
+
+
+def _after_fork_in_child() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _denied(exc: BaseException) -> bool:
+    return isinstance(exc, EOFError) or getattr(exc, "errno", None) in (errno.ECONNRESET, errno.EPIPE)
+
+
+def _key_rejected(address: Address) -> StoreUnavailable:
+    return StoreUnavailable(
+        f"the cluster server at {address.path!r} rejected this process's key (or failed to prove "
+        f"its own): ${ENV_KEY} does not match the master's; start workers from the master that "
+        "called setup()"
+    )
+
+
+class _Conn:
+    """A client connection and its reusable receive buffer."""
+
+    __slots__ = ("buf", "sock", "view")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray(_BUFFER)
+        self.view = memoryview(self.buf)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def recv_frame(self) -> bytes:
+        """One whole frame, length prefix included; EOFError if the server hung up."""
+        recv_into, view = self.sock.recv_into, self.view
+        filled = recv_into(view)
+        while True:
+            if filled >= 4:
+                need = wire.frame_length(self.buf) + 4
+                if filled == need:
+                    frame = bytes(view[:filled])
+                    if len(self.buf) > _BUFFER:
+                        self.buf = bytearray(_BUFFER)
+                        self.view = memoryview(self.buf)
+                    return frame
+                if filled > need:
+                    raise wire.WireError(f"the cluster server sent {filled - need} bytes beyond its reply")
+                if need > len(self.buf):  # a large reply (all()): grow for it, then shrink back
+                    grown = bytearray(need)
+                    grown[:filled] = view[:filled]
+                    view = memoryview(grown)
+                    self.buf = grown
+            elif not filled:
+                raise EOFError("the cluster server closed the connection")
+            received = recv_into(view[filled:])
+            if not received:
+                raise EOFError("the cluster server closed the connection")
+            filled += received

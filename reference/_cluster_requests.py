@@ -1,0 +1,228 @@
+"""The worker side of ClusterStore, without I/O: where the master is, the
+request frames, and what the replies mean.
+
+:class:`Requests` validates with the rules of :mod:`storekit.codec` and builds
+frames for the blocking :class:`ClusterStore` and its asyncio twin alike.
+Sessions take a fast path: ``json.dumps`` with a prebuilt encoder, then a
+regular-expression scan of its output for the keys ``json.dumps`` would have
+converted from non-``str`` keys, both in C. A session the scan flags (or that
+is too large, too deep, NaN-bearing, or not valid Unicode) goes through
+``encode_session``, which accepts it or raises its precise error; a test
+checks that both paths agree byte for byte.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from storekit.codec import (
+    MAX_DEPTH,
+    MAX_SID_LENGTH,
+    check_sid,
+    decode_session,
+    encode_session,
+    parse_expires,
+    session_expiry,
+)
+from storekit.contract import Session
+from storekit.errors import InvalidSessionData, StoreError, StoreUnavailable, cut
+from storekit.reference import _cluster_wire as wire
+
+__all__ = ["ENV_KEY", "ENV_SOCKET", "Address", "Requests", "address_from_env", "unavailable"]
+
+ENV_SOCKET = "STOREKIT_CLUSTER_SOCKET"
+ENV_KEY = "STOREKIT_CLUSTER_KEY"
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False)
+_DECODER = json.JSONDecoder()
+_CONVERTED_KEY = re.compile(r'"(?:-?[0-9][0-9.eE+-]*|true|false|null)":')
+"""A key as json.dumps writes an int, float, bool or None key: the one thing it would
+silently change (it raises for every other non-JSON value). Every such key matches;
+so may a str key that merely looks like one, or an escaped quote inside a string,
+which only costs the slow path."""
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a cluster server listens and the secret it asks for."""
+
+    path: str
+    secret: bytes
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"Address({self.path!r})"
+
+
+def address_from_env() -> Address:
+    """The address that ``setup()`` in the master put into the environment."""
+    path, key = os.environ.get(ENV_SOCKET), os.environ.get(ENV_KEY)
+    if not path or not key:
+        raise StoreUnavailable(
+            f"no cluster master: ${ENV_SOCKET} and ${ENV_KEY} are not set in this process; call "
+            "storekit.reference.cluster.setup() in the master process before it starts its workers "
+            "(for gunicorn: in gunicorn.conf.py)"
+        )
+    try:
+        secret = bytes.fromhex(key)
+    except ValueError:
+        raise StoreUnavailable(  # the value is a secret: say what is wrong, never show it
+            f"${ENV_KEY} is not the hex key that setup() writes ({len(key)} characters, not all hex); "
+            "start workers from the master that called setup()"
+        ) from None
+    return Address(path, secret)
+
+
+def unavailable(address: Address, exc: BaseException, timeout: float) -> StoreUnavailable:
+    """The StoreUnavailable that explains ``exc`` for a user."""
+    path = address.path
+    if isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
+        why = (
+            f"no cluster server is listening at {path!r} ({exc.strerror}); the master must call "
+            "storekit.reference.cluster.setup() before starting workers, and keep running"
+        )
+    elif isinstance(exc, (TimeoutError, BlockingIOError)):
+        why = f"the cluster server at {path!r} did not answer within {timeout}s; is the master stopped?"
+    elif isinstance(exc, StoreUnavailable):
+        return exc
+    else:
+        why = f"lost the connection to the cluster server at {path!r} ({exc!r}); has the master exited?"
+    return StoreUnavailable(why)
+
+
+class Requests:
+    """Frames for one namespace, and what their replies mean."""
+
+    def __init__(
+        self,
+        namespace: str,
+        default_ttl: float | None,
+        max_session_bytes: int,
+        clock: Callable[[], float],
+    ) -> None:
+        if not isinstance(namespace, str):
+            raise TypeError(f"namespace must be a str, got {type(namespace).__name__} {cut(namespace)}")
+        ns = namespace.encode("utf-8")
+        if len(ns) > wire.MAX_NAMESPACE_BYTES:
+            raise ValueError(
+                f"namespace {cut(namespace)} is {len(ns)} bytes of UTF-8; at most "
+                f"{wire.MAX_NAMESPACE_BYTES} fit (use a shorter name)"
+            )
+        if default_ttl is not None and default_ttl <= 0:
+            raise ValueError(f"default_ttl must be a positive number of seconds or None, got {default_ttl!r}")
+        self.namespace = ns
+        self.default_ttl = default_ttl
+        self.max_session_bytes = max_session_bytes
+        self.clock = clock
+        self.length = wire.encode_request(wire.LENGTH, ns)
+        self.clear = wire.encode_request(wire.CLEAR, ns)
+        self.all = wire.encode_request(wire.ALL, ns)
+
+    def _expiry(self, session: Session) -> bytes:
+        cookie = session.get("cookie")
+        if type(cookie) is dict:
+            value = cookie.get("expires")
+            expires = _parse_expires(value) if type(value) is str else session_expiry(session)
+        else:
+            expires = session_expiry(session)  # None, or InvalidSessionData for a bad cookie
+        if expires is None and self.default_ttl is not None:
+            expires = self.clock() + self.default_ttl
+        return wire.encode_expiry(expires)
+
+    def _encode(self, session: Session) -> bytes:
+        try:
+            text = _ENCODER.encode(session)
+            data = text.encode()
+        except (TypeError, ValueError, RecursionError):  # a cycle is a RecursionError here
+            return encode_session(session, max_bytes=self.max_session_bytes)  # raises, precisely
+        if (
+            type(session) is dict
+            and len(data) <= self.max_session_bytes
+            and _CONVERTED_KEY.search(text) is None
+            and text.count("{") + text.count("[") < MAX_DEPTH
+        ):
+            return data
+        return encode_session(session, max_bytes=self.max_session_bytes)
+
+    def get(self, sid: str) -> bytes:
+        return wire.encode_request(wire.GET, self.namespace, _key(sid))
+
+    def set(self, sid: str, session: Session) -> bytes:
+        key = _key(sid)
+        data = self._encode(session)
+        return wire.encode_request(wire.SET, self.namespace, key, self._expiry(session) + data)
+
+    def destroy(self, sid: str) -> bytes:
+        return wire.encode_request(wire.DESTROY, self.namespace, _key(sid))
+
+    def touch(self, sid: str, session: Session) -> bytes:
+        key = _key(sid)
+        if not isinstance(session, dict):
+            raise InvalidSessionData(f"touch needs the session dict, got {type(session).__name__}")
+        patch = self._encode({"cookie": session.get("cookie")})
+        return wire.encode_request(wire.TOUCH, self.namespace, key, self._expiry(session) + patch)
+
+    @staticmethod
+    def session(reply: bytes) -> Session | None:
+        """The result of get; ``reply`` is the whole frame, length prefix included."""
+        status = reply[4]
+        if status == wire.FOUND:
+            session = _DECODER.decode(reply[5 + wire.EXPIRY_BYTES :].decode())
+            if type(session) is dict:
+                return session
+            return decode_session(reply[5 + wire.EXPIRY_BYTES :])  # raises InvalidSessionData
+        if status == wire.MISSING:
+            return None
+        return _unexpected(reply)
+
+    @staticmethod
+    def done(reply: bytes) -> None:
+        if reply[4] != wire.OK:
+            _unexpected(reply)
+
+    @staticmethod
+    def count(reply: bytes) -> int:
+        if reply[4] != wire.COUNT:
+            _unexpected(reply)
+        return wire.decode_count(reply[5:])
+
+    @staticmethod
+    def sessions(reply: bytes) -> dict[str, Session]:
+        if reply[4] != wire.ITEMS:
+            _unexpected(reply)
+        return {
+            sid.decode(): decode_session(value[wire.EXPIRY_BYTES :])
+            for sid, value in wire.decode_items(memoryview(reply)[5:])
+        }
+
+
+def _key(sid: Any) -> bytes:
+    """The UTF-8 sid, or InvalidSessionId from ``check_sid`` (sid.1, sid.3)."""
+    if type(sid) is str and 0 < len(sid) <= MAX_SID_LENGTH:
+        try:
+            return sid.encode()
+        except UnicodeEncodeError:
+            pass
+    return check_sid(sid).encode()
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_expires(value: str) -> float:
+    """``parse_expires`` for strings, remembered: a session keeps its expiry
+    across many saves, and parsing it is the dearest part of a set."""
+    return parse_expires(value)
+
+
+def _unexpected(reply: bytes) -> NoReturn:
+    status = reply[4] if len(reply) > 4 else -1
+    if status == wire.ERROR:
+        code, message = wire.decode_error(reply[5:])
+        if code == wire.ERR_INVALID_DATA:
+            raise InvalidSessionData(message)
+        raise StoreError(f"the cluster server refused the request: {message}")
+    raise StoreError(f"the cluster server sent an unexpected reply {cut(reply[:32])}")

@@ -1,0 +1,393 @@
+"""The cluster server: threads in the master that serve the workers.
+
+A selector thread accepts connections and runs the handshake on non-blocking
+sockets: a stranger may send one frame of at most 64 bytes and is dropped
+after ``handshake_timeout``. A connection that proves it knows the key gets a
+thread of its own doing blocking I/O, as close to a raw socket round trip as
+Python gets. Every operation runs under one lock, in the order the server
+receives it, so per-sid histories are linearizable. Frames are bounded before
+their body arrives; any protocol error closes that one connection.
+
+A forked child must not serve: an at-fork hook closes the child's copies of
+the server's sockets (the parent keeps its own) and keeps the inherited
+sessions referenced, so that the child never frees, and so never copies, them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import selectors
+import socket
+import struct
+import threading
+import time
+import weakref
+from typing import Any
+
+from storekit.reference import _cluster_wire as wire
+from storekit.reference._cluster_state import ClusterState
+
+__all__ = ["ClusterServer"]
+
+log = logging.getLogger("storekit.cluster")
+
+_LISTENER = object()
+_WAKE = object()
+_BUFFER = 1 << 16  # receive buffer of a worker connection
+_OK_FRAME = wire.response_header(wire.OK, 0)
+_MISSING_FRAME = wire.response_header(wire.MISSING, 0)
+_PEERCRED = struct.Struct("3i")
+_GET = wire.GET
+
+
+class _Conn:
+    """A connection in the handshake."""
+
+    __slots__ = ("buf", "deadline", "nonce", "sock")
+
+    def __init__(self, sock: socket.socket, nonce: bytes, deadline: float) -> None:
+        self.sock = sock
+        self.nonce = nonce
+        self.deadline = deadline
+        self.buf = bytearray()
+
+
+class ClusterServer:
+    """Serve ``state`` on a Unix socket at ``path`` to clients that know ``secret``."""
+
+    def __init__(
+        self,
+        path: str,
+        secret: bytes,
+        *,
+        state: ClusterState,
+        handshake_timeout: float = 5.0,
+    ) -> None:
+        self.path = path
+        self.secret = secret
+        self.state = state
+        self.handshake_timeout = handshake_timeout
+        self.max_frame = wire.max_request_frame(state.max_session_bytes)
+        self.pid = os.getpid()
+        self._conns: set[_Conn] = set()  # connections still in the handshake
+        self._workers: dict[socket.socket, threading.Thread] = {}  # authenticated ones
+        self._lock = threading.Lock()  # held for every operation on state
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._listener: socket.socket | None = None
+        self._listening = False
+        self._inode = 0
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self.pid == os.getpid()
+
+    def start(self) -> None:
+        """Bind the socket (mode 0600; its directory must be private) and serve."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(self.path)
+            os.chmod(self.path, 0o600)
+            listener.listen(1024)
+            listener.setblocking(False)
+        except BaseException:
+            listener.close()
+            raise
+        self._inode = os.stat(self.path).st_ino
+        self._listener = listener
+        for sock in (self._wake_r, self._wake_w):
+            sock.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        self._listen(True)
+        _servers.add(self)
+        self._thread = threading.Thread(target=self._run, name="storekit-cluster-server", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving, close every connection and remove the socket file."""
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        for sock, thread in list(self._workers.items()):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in recv
+            thread.join(timeout)
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_ino == self._inode:
+                os.unlink(self.path)
+        self._close_all()
+        _servers.discard(self)
+
+    def _close_all(self) -> None:
+        for conn in list(self._conns):
+            conn.sock.close()
+        self._conns.clear()
+        for worker in list(self._workers):
+            worker.close()
+        self._workers.clear()
+        for sock in (self._listener, self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        self._selector.close()
+
+    def abandon(self) -> None:
+        """In a forked child: drop the inherited server without touching the parent's."""
+        self._stopping = True
+        _graveyard.append(self.state)
+        self._close_all()
+
+    def _listen(self, on: bool) -> None:
+        assert self._listener is not None
+        if on and not self._listening:
+            self._selector.register(self._listener, selectors.EVENT_READ, _LISTENER)
+        elif not on and self._listening:
+            self._selector.unregister(self._listener)
+        self._listening = on
+
+    def _serve(self, sock: socket.socket, leftover: bytes) -> None:
+        """The thread of one authenticated connection."""
+        try:
+            self._serve_loop(sock, leftover)
+        except (OSError, wire.WireError) as exc:
+            if not self._stopping:
+                log.debug("closing a worker connection: %s", exc)
+        except Exception:
+            log.exception("storekit cluster server: unexpected error; closing one connection")
+        finally:
+            self._workers.pop(sock, None)
+            sock.close()
+
+    def _serve_loop(self, sock: socket.socket, leftover: bytes) -> None:
+        """Read into one reusable buffer (a ``recv(n)`` would allocate ``n``
+        bytes per call), answer every whole frame, repeat."""
+        recv_into, limit, handle, lock = sock.recv_into, self.max_frame, self._handle, self._lock
+        get = self._get
+        buf = bytearray(max(_BUFFER, len(leftover)))
+        view = memoryview(buf)
+        filled = len(leftover)
+        view[:filled] = leftover
+        while True:
+            offset = 0
+            out: list[bytes] = []
+            if filled >= 4:
+                with lock:
+                    while filled - offset >= 4:
+                        length = wire.frame_length(buf, offset)
+                        if length > limit:
+                            raise wire.WireError(f"frame of {length} bytes exceeds the limit of {limit}")
+                        end = offset + 4 + length
+                        if end > filled:
+                            break
+                        if length > 4 and buf[offset + 4] == _GET:  # the hot path, parsed in place
+                            get(buf, view, offset + 4, end, out)
+                        else:
+                            handle(view[offset + 4 : end], out)
+                        offset = end
+            if out:  # one write per batch of replies
+                sock.sendall(out[0] if len(out) == 1 else b"".join(out))
+            if offset:
+                filled -= offset
+                view[:filled] = view[offset : offset + filled]
+            size = max(_BUFFER, 4 + wire.frame_length(buf) if filled >= 4 else 0)
+            if size > len(buf) or (len(buf) > _BUFFER and size == _BUFFER):  # grow for a big frame, or shrink
+                resized = bytearray(size)
+                resized[:filled] = view[:filled]
+                view.release()
+                buf, view = resized, memoryview(resized)
+            received = recv_into(view[filled:])
+            if not received:
+                return
+            filled += received
+
+    def _run(self) -> None:
+        select = self._selector.select
+        next_tick = time.monotonic() + 0.5
+        while True:
+            if self._stopping:
+                return
+            try:
+                events = select(0.5)
+                for key, _mask in events:
+                    data = key.data
+                    if data is _LISTENER:
+                        self._accept()
+                    elif data is _WAKE:
+                        with contextlib.suppress(OSError):
+                            self._wake_r.recv(64)
+                    else:
+                        self._read(data)
+                now = time.monotonic()
+                if now >= next_tick:
+                    next_tick = now + 0.5
+                    self._tick(now)
+            except Exception:  # a bug must not take the server down for every worker
+                if not self._stopping:
+                    log.exception("storekit cluster server: unexpected error; serving on")
+
+    def _tick(self, now: float) -> None:
+        for conn in [c for c in self._conns if c.deadline < now]:
+            log.debug("closing a connection that did not authenticate in time")
+            self._close(conn)
+        if not self._listening:
+            self._listen(True)
+        for _ in range(20):  # in slices, so that no request waits long for the lock
+            with self._lock:
+                if not self.state.sweep(1000):
+                    break
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        for _ in range(64):
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and the like: pause accepting until the next tick
+                log.warning("storekit cluster server cannot accept: %s", exc)
+                self._listen(False)
+                return
+            if not _same_user(sock):
+                sock.close()
+                continue
+            sock.setblocking(False)
+            nonce = secrets.token_bytes(wire.NONCE_BYTES)
+            conn = _Conn(sock, nonce, time.monotonic() + self.handshake_timeout)
+            try:
+                sock.send(wire.hello_frame(nonce))
+            except OSError:
+                sock.close()
+                continue
+            self._conns.add(conn)
+            self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _close(self, conn: _Conn) -> None:
+        if conn in self._conns:
+            self._conns.discard(conn)
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(conn.sock)
+            conn.sock.close()
+
+    def _read(self, conn: _Conn) -> None:
+        """Handshake input: one AUTH frame of at most 64 bytes, then a thread of its own."""
+        try:
+            data: bytes = conn.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not data:
+            self._close(conn)
+            return
+        conn.buf += data
+        if len(conn.buf) < 4:
+            return
+        length = wire.frame_length(conn.buf)
+        if length > wire.MAX_HANDSHAKE_FRAME:
+            log.debug("closing a connection whose first frame announces %d bytes", length)
+            self._close(conn)
+            return
+        if len(conn.buf) < 4 + length:
+            return
+        client_nonce = wire.check_auth(self.secret, conn.nonce, conn.buf[4 : 4 + length])
+        if client_nonce is None:
+            with contextlib.suppress(OSError):
+                conn.sock.send(wire.error_frame(wire.ERR_DENIED, "authentication failed"))
+            log.debug("closing a connection that failed authentication")
+            self._close(conn)
+            return
+        self._conns.discard(conn)
+        self._selector.unregister(conn.sock)
+        sock = conn.sock
+        try:
+            sock.setblocking(True)
+            sock.sendall(wire.welcome_frame(self.secret, conn.nonce, client_nonce))
+        except OSError:
+            sock.close()
+            return
+        thread = threading.Thread(
+            target=self._serve,
+            args=(sock, bytes(conn.buf[4 + length :])),
+            name="storekit-cluster-worker",
+            daemon=True,
+        )
+        self._workers[sock] = thread
+        thread.start()
+
+    def _get(self, buf: bytearray, view: memoryview, start: int, end: int, out: list[bytes]) -> None:
+        """A GET request in ``buf[start:end]``, answered without decode_request's tuple."""
+        ns_end = start + 4 + buf[start + 1]
+        sid_end = ns_end + (buf[start + 2] << 8 | buf[start + 3])
+        if sid_end != end or sid_end == ns_end:
+            raise wire.WireError("malformed get request")
+        found = self.state.get(bytes(view[start + 4 : ns_end]), bytes(view[ns_end:sid_end]))
+        if found is None:
+            out.append(_MISSING_FRAME)
+        else:
+            out.append(wire.response_header(wire.FOUND, len(found)))
+            out.append(found)
+
+    def _handle(self, body: memoryview, out: list[bytes]) -> None:
+        op, namespace, sid, value = wire.decode_request(body)
+        state = self.state
+        if op == wire.GET:
+            found = state.get(namespace, sid)
+            if found is None:
+                out.append(_MISSING_FRAME)
+            else:
+                out.append(wire.response_header(wire.FOUND, len(found)))
+                out.append(found)
+        elif op == wire.SET or op == wire.TOUCH:
+            error = state.set(namespace, sid, value) if op == wire.SET else state.touch(namespace, sid, value)
+            out.append(_OK_FRAME if error is None else wire.error_frame(wire.ERR_INVALID_DATA, error))
+        elif op == wire.DESTROY:
+            state.destroy(namespace, sid)
+            out.append(_OK_FRAME)
+        elif op == wire.LENGTH:
+            out.append(wire.count_frame(state.length(namespace)))
+        elif op == wire.CLEAR:
+            state.clear(namespace)
+            out.append(_OK_FRAME)
+        else:  # ALL; decode_request admits no other op
+            items = state.items(namespace)
+            total = sum(wire.item_size(sid, value) for sid, value in items)
+            if total > 0xFFFF_FF00:
+                out.append(wire.error_frame(wire.ERR_BAD_REQUEST, f"all() would send {total} bytes"))
+                return
+            out.append(wire.response_header(wire.ITEMS, total))
+            for sid, value in items:
+                out.extend(wire.item_parts(sid, value))
+
+
+def _same_user(sock: socket.socket) -> bool:
+    """Defence in depth beside the private directory: the peer runs as our user (or root)."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return True
+    try:
+        _pid, uid, _gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, option, _PEERCRED.size))
+    except OSError:
+        return False
+    return uid in (os.geteuid(), 0)
+
+
+_servers: weakref.WeakSet[ClusterServer] = weakref.WeakSet()
+_graveyard: list[Any] = []
+
+
+def _after_fork_in_child() -> None:
+    for server in list(_servers):
+        server.abandon()
+    _servers.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,242 @@
+"""ClusterStore: sessions shared by a master process and the workers it starts.
+
+In the master (a plain parent process, a gunicorn arbiter), before any
+worker starts::
+
+    from storekit.reference import cluster
+    cluster.setup()
+
+and in each worker::
+
+    store = cluster.ClusterStore()
+
+``setup()`` starts a server thread on a Unix socket in a fresh private
+directory and puts the socket's path and a random key into this process's
+environment (``$STOREKIT_CLUSTER_SOCKET``, ``$STOREKIT_CLUSTER_KEY``), which
+every worker forked or spawned afterwards inherits. See ``docs/cluster.md``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import os
+import secrets
+import shutil
+import socket
+import stat
+import tempfile
+import threading
+from collections.abc import Iterator
+
+from storekit.codec import DEFAULT_MAX_SESSION_BYTES
+from storekit.errors import StoreError
+from storekit.reference._cluster_aio import AsyncClusterStore
+from storekit.reference._cluster_client import ClusterStore
+from storekit.reference._cluster_requests import ENV_KEY, ENV_SOCKET, Address, address_from_env
+from storekit.reference._cluster_server import ClusterServer
+from storekit.reference._cluster_state import ClusterState
+from storekit.target import Target
+
+__all__ = [
+    "ENV_KEY",
+    "ENV_SOCKET",
+    "Address",
+    "AsyncClusterStore",
+    "ClusterStore",
+    "cluster_target",
+    "outage",
+    "serving",
+    "setup",
+    "shutdown",
+]
+
+_lock = threading.Lock()
+_server: ClusterServer | None = None
+_made_dir: str | None = None  # the directory setup() created, removed by shutdown()
+_saved_env: dict[str, str | None] = {}
+_at_exit: list[int] = []  # the pid that registered the atexit clean-up
+
+
+def setup(*, max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES) -> str:
+    """Start the cluster server in this process (the master) and return its socket path.
+
+    Call it before the workers start: they find the server through the
+    environment they inherit. Calling it again is harmless: it returns the
+    running server's path. When the environment already names a server (this
+    process is itself a worker, or a master restarted with the address of the
+    one that died), ``setup()`` uses that one if it answers and otherwise
+    serves at that same path with the same key, so the old workers reconnect.
+    """
+    global _server, _made_dir
+    with _lock:
+        if _server is not None and _server.running:
+            return _server.path
+        _server = None
+        if os.environ.get(ENV_SOCKET) and os.environ.get(ENV_KEY):
+            address = address_from_env()
+            _ensure_private(os.path.dirname(address.path))
+            with _dir_lock(address.path):
+                if _answers(address.path):
+                    return address.path
+                _server = _start(address, max_session_bytes)
+            return address.path
+        directory = tempfile.mkdtemp(prefix="storekit-cluster-", dir=_short_tmp())  # mode 0700
+        address = Address(os.path.join(directory, "sock"), secrets.token_bytes(32))
+        _server = _start(address, max_session_bytes)
+        _made_dir = directory
+        if not _at_exit:
+            atexit.register(_shutdown_at_exit, os.getpid())
+            _at_exit.append(os.getpid())
+        for name, value in ((ENV_SOCKET, address.path), (ENV_KEY, address.secret.hex())):
+            _saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+        return address.path
+
+
+def shutdown() -> None:
+    """Stop the server that ``setup()`` started in this process, remove its socket
+    and directory, and restore the environment. Workers' operations then raise
+    StoreUnavailable. Does nothing when this process serves nothing."""
+    global _server, _made_dir
+    with _lock:
+        server, _server = _server, None
+        if server is not None and server.pid == os.getpid():
+            server.stop()
+        if _made_dir is not None:
+            shutil.rmtree(_made_dir, ignore_errors=True)
+            _made_dir = None
+        for name, value in _saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        _saved_env.clear()
+
+
+def _shutdown_at_exit(pid: int) -> None:
+    if pid == os.getpid():  # not in a forked child that inherited the handler
+        shutdown()
+
+
+@contextlib.contextmanager
+def serving(*, max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES) -> Iterator[str]:
+    """``setup()`` on entry; on exit, ``shutdown()`` if this entry started the server."""
+    started = _server is None or not _server.running
+    path = setup(max_session_bytes=max_session_bytes)
+    try:
+        yield path
+    finally:
+        if started:
+            shutdown()
+
+
+@contextlib.contextmanager
+def outage() -> Iterator[None]:
+    """Stop this process's server for the duration, then serve again at the same
+    path with the same key and the same sessions (clause errors.1)."""
+    global _server
+    with _lock:
+        server = _server
+        if server is None or not server.running:
+            raise StoreError("outage() needs the server that setup() started in this process")
+        server.stop()
+        _server = None
+    try:
+        yield
+    finally:
+        with _lock:
+            restarted = ClusterServer(server.path, server.secret, state=server.state)
+            restarted.start()
+            _server = restarted
+
+
+def _ensure_private(directory: str) -> None:
+    """Create ``directory`` (0700) if it is gone; refuse it unless it is private and ours."""
+    try:
+        try:
+            check_private_directory(directory)
+        except FileNotFoundError:
+            os.mkdir(directory, 0o700)
+            check_private_directory(directory)
+    except (PermissionError, FileNotFoundError, FileExistsError) as exc:
+        raise StoreError(
+            f"refusing to serve sessions from {directory!r}: {exc}; unset ${ENV_SOCKET} to let "
+            "setup() make a fresh private directory"
+        ) from None
+
+
+def _start(address: Address, max_session_bytes: int) -> ClusterServer:
+    state = ClusterState(max_session_bytes=max_session_bytes)
+    server = ClusterServer(address.path, address.secret, state=state)
+    server.start()
+    return server
+
+
+def check_private_directory(directory: str) -> None:
+    """Raise PermissionError unless ``directory`` is ours, a real directory, and 0700."""
+    info = os.lstat(directory)
+    if not stat.S_ISDIR(info.st_mode):
+        raise PermissionError(f"{directory!r} is not a directory (a symlink or a file)")
+    if info.st_uid != os.geteuid():
+        raise PermissionError(f"{directory!r} belongs to uid {info.st_uid}, not to this user")
+    if info.st_mode & 0o077:
+        raise PermissionError(
+            f"{directory!r} has mode {stat.S_IMODE(info.st_mode):o}; it must be 0700 so that "
+            "no other user can reach the socket"
+        )
+
+
+def _answers(path: str) -> bool:
+    """Whether something accepts connections at ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def _dir_lock(path: str) -> Iterator[None]:
+    """Serialize setup() across processes that share one address."""
+    directory = os.path.dirname(path)
+    fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _forget_in_child() -> None:
+    """A forked child is no master: it serves nothing and owns no directory."""
+    global _lock, _server, _made_dir
+    _lock, _server, _made_dir = threading.Lock(), None, None
+    _saved_env.clear()
+    _at_exit.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
+def _short_tmp() -> str:
+    """A temporary directory whose socket paths fit in sun_path (108 bytes)."""
+    base = tempfile.gettempdir()
+    return base if len(base) < 60 else "/tmp"
+
+
+cluster_target = Target(
+    ClusterStore,
+    name="ClusterStore",
+    shared=True,
+    serve=serving,
+    namespaced=lambda namespace: ClusterStore(namespace=namespace),
+    # Expiries travel as milliseconds and are checked against the same system
+    # clock every process reads; what remains is the time a request waits for
+    # the server thread, well under 0.25 s even on a loaded machine.
+    ttl_resolution=0.25,
+    outage=outage,
+)
