@@ -3,12 +3,8 @@ request frames, and what the replies mean.
 
 :class:`Requests` validates with the rules of :mod:`storekit.codec` and builds
 frames for the blocking :class:`ClusterStore` and its asyncio twin alike.
-Sessions take a fast path: ``json.dumps`` with a prebuilt encoder, then a
-regular-expression scan of its output for the keys ``json.dumps`` would have
-converted from non-``str`` keys, both in C. A session the scan flags (or that
-is too large, too deep, NaN-bearing, or not valid Unicode) goes through
-``encode_session``, which accepts it or raises its precise error; a test
-checks that both paths agree byte for byte.
+Sessions are encoded by ``storekit.codec.encode_session``, whose fast path
+costs one ``json.dumps`` and a scan of its output.
 """
 
 from __future__ import annotations
@@ -16,13 +12,11 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from storekit.codec import (
-    MAX_DEPTH,
     MAX_SID_LENGTH,
     check_sid,
     decode_session,
@@ -39,13 +33,7 @@ __all__ = ["ENV_KEY", "ENV_SOCKET", "Address", "Requests", "address_from_env", "
 ENV_SOCKET = "STOREKIT_CLUSTER_SOCKET"
 ENV_KEY = "STOREKIT_CLUSTER_KEY"
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False)
 _DECODER = json.JSONDecoder()
-_CONVERTED_KEY = re.compile(r'"(?:-?[0-9][0-9.eE+-]*|true|false|null)":')
-"""A key as json.dumps writes an int, float, bool or None key: the one thing it would
-silently change (it raises for every other non-JSON value). Every such key matches;
-so may a str key that merely looks like one, or an escaped quote inside a string,
-which only costs the slow path."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +115,7 @@ class Requests:
         cookie = session.get("cookie")
         if type(cookie) is dict:
             value = cookie.get("expires")
-            expires = _parse_expires(value) if type(value) is str else session_expiry(session)
+            expires = parse_expires(value) if type(value) is str else session_expiry(session)
         else:
             expires = session_expiry(session)  # None, or InvalidSessionData for a bad cookie
         if expires is None and self.default_ttl is not None:
@@ -135,18 +123,6 @@ class Requests:
         return wire.encode_expiry(expires)
 
     def _encode(self, session: Session) -> bytes:
-        try:
-            text = _ENCODER.encode(session)
-            data = text.encode()
-        except (TypeError, ValueError, RecursionError):  # a cycle is a RecursionError here
-            return encode_session(session, max_bytes=self.max_session_bytes)  # raises, precisely
-        if (
-            type(session) is dict
-            and len(data) <= self.max_session_bytes
-            and _CONVERTED_KEY.search(text) is None
-            and text.count("{") + text.count("[") < MAX_DEPTH
-        ):
-            return data
         return encode_session(session, max_bytes=self.max_session_bytes)
 
     def get(self, sid: str) -> bytes:
@@ -212,12 +188,6 @@ def _key(sid: Any) -> bytes:
 
 
 @functools.lru_cache(maxsize=4096)
-def _parse_expires(value: str) -> float:
-    """``parse_expires`` for strings, remembered: a session keeps its expiry
-    across many saves, and parsing it is the dearest part of a set."""
-    return parse_expires(value)
-
-
 def _unexpected(reply: bytes) -> NoReturn:
     status = reply[4] if len(reply) > 4 else -1
     if status == wire.ERROR:

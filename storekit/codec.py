@@ -11,6 +11,7 @@ without further thought.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -28,6 +29,7 @@ __all__ = [
     "check_sid",
     "decode_session",
     "encode_session",
+    "encode_strictly",
     "expires_in",
     "format_expires",
     "parse_expires",
@@ -122,23 +124,11 @@ def _validate(session: object) -> None:
             )
 
 
-def _keys_are_str(session: dict[Any, Any]) -> bool:
-    """Whether every object key at every depth is a str, within MAX_DEPTH: the one
-    thing ``json.dumps`` would silently "fix" (it raises for everything else)."""
-    stack: list[tuple[Any, int]] = [(session, 0)]
-    while stack:
-        value, depth = stack.pop()
-        if depth >= MAX_DEPTH:
-            return False
-        if isinstance(value, dict):
-            for key, item in value.items():
-                if type(key) is not str:
-                    return False
-                if isinstance(item, (dict, list, tuple)):
-                    stack.append((item, depth + 1))
-        else:
-            stack.extend((item, depth + 1) for item in value if isinstance(item, (dict, list, tuple)))
-    return True
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False)
+_CONVERTED_KEY = re.compile(r'"(?:-?[0-9][0-9.eE+-]*|true|false|null)":')
+"""A key as json.dumps writes an int, float, bool or None key: the one thing it would
+silently change (it raises for every other non-JSON value). Every converted key
+matches; so may a str key that merely looks like one, which only costs the strict path."""
 
 
 def encode_session(session: object, *, max_bytes: int = DEFAULT_MAX_SESSION_BYTES) -> bytes:
@@ -147,13 +137,33 @@ def encode_session(session: object, *, max_bytes: int = DEFAULT_MAX_SESSION_BYTE
     Rejects what is not a JSON object (set.2), sessions larger than
     ``max_bytes`` (set.4), and strings that are not valid Unicode. What comes
     back from :func:`decode_session` equals ``json.loads(json.dumps(session))``.
+
+    The common case costs one ``json.dumps`` and a regular-expression scan of
+    its output, both in C; anything the scan cannot vouch for goes through
+    :func:`encode_strictly`, which accepts it or names the problem.
     """
-    if not isinstance(session, dict) or not _keys_are_str(session):
-        _validate(session)  # raises, naming where the problem is
+    if type(session) is dict:
+        try:
+            text = _ENCODER.encode(session)
+            data = text.encode("utf-8")
+        except (TypeError, ValueError, RecursionError, UnicodeEncodeError):
+            pass
+        else:
+            if (
+                len(data) <= max_bytes
+                and _CONVERTED_KEY.search(text) is None
+                and text.count("{") + text.count("[") < MAX_DEPTH
+            ):
+                return data
+    return encode_strictly(session, max_bytes=max_bytes)
+
+
+def encode_strictly(session: object, *, max_bytes: int = DEFAULT_MAX_SESSION_BYTES) -> bytes:
+    """:func:`encode_session` without the fast path: walk the session, then encode."""
+    _validate(session)
     try:
         text = json.dumps(session, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError):
-        _validate(session)
         raise InvalidSessionData(f"the session cannot be encoded as JSON: {cut(session)}") from None
     try:
         data = text.encode("utf-8")
@@ -190,14 +200,20 @@ def parse_expires(value: object) -> float:
 
     ``"2026-11-22T10:00:00.000Z"`` (what express-session writes) and
     ``"2026-11-22T11:00:00+01:00"`` are accepted; a naive timestamp, a number
-    or anything else raises InvalidSessionData (ttl.6).
+    or anything else raises InvalidSessionData (ttl.6). A session keeps its
+    expiry over many saves, so parsed strings are remembered.
     """
-    if not isinstance(value, str):
-        raise InvalidSessionData(
-            f"cookie.expires must be an RFC 3339 string such as '2026-11-22T10:00:00.000Z', "
-            f"got {type(value).__name__} {cut(value)}; use storekit.codec.format_expires()",
-            ["cookie", "expires"],
-        )
+    if isinstance(value, str):
+        return _parse_rfc3339(value)
+    raise InvalidSessionData(
+        f"cookie.expires must be an RFC 3339 string such as '2026-11-22T10:00:00.000Z', "
+        f"got {type(value).__name__} {cut(value)}; use storekit.codec.format_expires()",
+        ["cookie", "expires"],
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_rfc3339(value: str) -> float:
     match = _RFC3339.match(value)
     if match is None:
         hint = " (it has no UTC offset: add 'Z' or '+00:00')" if _looks_naive(value) else ""
