@@ -1,0 +1,288 @@
+"""RedisStore: sessions in Redis, in connect-redis's layout, for apps on more than one machine.
+
+    store = RedisStore("redis://127.0.0.1:6379/0")
+    store = RedisStore(redis.Redis(...))                      # any redis-py client
+    store = RedisStore("redis://10.0.0.5:7000", cluster=True)  # Redis Cluster
+
+A session lives at the key ``prefix + sid`` (``sess:`` by default) as its JSON
+text, with a time to live taken from ``cookie.expires`` to the millisecond, or
+``ttl`` seconds (one day) when it has none: what connect-redis writes, so a
+Node app and a Python app can share sessions. ``all``, ``length`` and
+``clear`` SCAN the store's own prefix only (on every primary of a cluster).
+See ``docs/redis.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from storekit.codec import DEFAULT_MAX_SESSION_BYTES, check_sid, encode_session
+from storekit.contract import Session
+from storekit.errors import StoreError
+from storekit.reference._redis_aio import AsyncRedisStore
+from storekit.reference._redis_common import (
+    BATCH,
+    DEFAULT_PREFIX,
+    DEFAULT_TIMEOUT,
+    DEFAULT_TTL,
+    CorruptSession,
+    Expiry,
+    client_options,
+    decode_value,
+    describe,
+    is_async_client,
+    mapped_errors,
+    namespace_prefix,
+    scan_pattern,
+    sid_of,
+)
+from storekit.reference._redis_serve import (
+    ENV_CLUSTER_URL,
+    ENV_URL,
+    cluster_outage,
+    redis_outage,
+    serve_cluster,
+    serve_redis,
+)
+from storekit.target import Target
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "DEFAULT_TTL",
+    "ENV_CLUSTER_URL",
+    "ENV_URL",
+    "AsyncRedisStore",
+    "CorruptSession",
+    "RedisStore",
+    "namespace_prefix",
+    "redis_async_target",
+    "redis_cluster_target",
+    "redis_target",
+]
+
+
+class RedisStore:
+    """A store on Redis through redis-py, in connect-redis's key layout.
+
+    ``client`` is a redis-py client (``redis.Redis``, one from a Sentinel's
+    ``master_for()``, ``redis.cluster.RedisCluster``) or a URL, from which the
+    store builds one (``cluster=True``: a RedisCluster) whose operations give
+    up with StoreUnavailable after about ``timeout`` seconds. ``prefix``
+    begins every key; stores sharing one Redis need prefixes of which none
+    begins another (see :func:`namespace_prefix`). ``ttl`` is the life in
+    seconds of a session without ``cookie.expires`` (``None``: no expiry).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        ttl: float | None = DEFAULT_TTL,
+        cluster: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+        scan_count: int = BATCH,
+        max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str such as 'sess:', got {type(prefix).__name__} {prefix!r}")
+        self.prefix = prefix
+        self.expiry = Expiry(ttl, clock)
+        self.ttl = ttl
+        self.scan_count = scan_count
+        self.max_session_bytes = max_session_bytes
+        self.pattern = scan_pattern(prefix)
+        self._owns_client = isinstance(client, str)
+        if isinstance(client, str):
+            client = _client_from_url(client, cluster=cluster, timeout=timeout)
+        elif not callable(getattr(client, "get", None)) or not callable(getattr(client, "pexpire", None)):
+            raise TypeError(
+                f"RedisStore needs a redis-py client or a URL such as 'redis://127.0.0.1:6379/0', "
+                f"got {type(client).__name__} {client!r}"
+            )
+        elif is_async_client(client):
+            raise TypeError(
+                f"{client!r} is a redis.asyncio client; RedisStore needs a sync one "
+                "(redis.Redis), or use AsyncRedisStore with this client"
+            )
+        self.client = client
+        self.cluster = callable(getattr(client, "get_nodes", None))
+        self.where = describe(client)
+
+    def _key(self, sid: str) -> str:
+        return self.prefix + check_sid(sid)
+
+    def get(self, sid: str) -> Session | None:
+        key = self._key(sid)
+        with mapped_errors("get", self.where, key):
+            raw = self.client.get(key)
+        return None if raw is None else decode_value(key, raw)
+
+    def set(self, sid: str, session: Session) -> None:
+        key = self._key(sid)
+        data = encode_session(session, max_bytes=self.max_session_bytes)
+        ttl_ms = self.expiry.of(session)
+        with mapped_errors("set", self.where, key):
+            if ttl_ms is not None and ttl_ms <= 0:
+                self.client.delete(key)  # an expiry in the past (ttl.3), as connect-redis does
+            else:
+                self.client.set(key, data, px=ttl_ms)
+
+    def destroy(self, sid: str) -> None:
+        key = self._key(sid)
+        with mapped_errors("destroy", self.where, key):
+            self.client.delete(key)
+
+    def touch(self, sid: str, session: Session) -> None:
+        """Renew the expiry only (PEXPIRE, which never creates a key); the stored
+        data, ``cookie`` included, stays as it was, as in connect-redis."""
+        key = self._key(sid)
+        ttl_ms = self.expiry.of(session)
+        with mapped_errors("touch", self.where, key):
+            if ttl_ms is None:
+                self.client.persist(key)
+            elif ttl_ms <= 0:
+                self.client.delete(key)
+            else:
+                self.client.pexpire(key, ttl_ms)
+
+    def _keys(self) -> Iterator[bytes | str]:
+        return self.client.scan_iter(match=self.pattern, count=self.scan_count)  # type: ignore[no-any-return]
+
+    def ids(self) -> list[str]:
+        """The sids of the live sessions (connect-redis's ``ids()``)."""
+        with mapped_errors("ids", self.where):
+            keys = set(self._keys())
+        return [sid_of(key, self.prefix) for key in keys]
+
+    def length(self) -> int:
+        with mapped_errors("length", self.where):
+            return len(set(self._keys()))  # SCAN may return a key twice
+
+    def clear(self) -> None:
+        with mapped_errors("clear", self.where):
+            batch: list[bytes | str] = []
+            for key in self._keys():
+                batch.append(key)
+                if len(batch) >= BATCH:
+                    self.client.delete(*batch)
+                    batch.clear()
+            if batch:
+                self.client.delete(*batch)
+
+    def all(self) -> dict[str, Session]:
+        """Every live session by sid: a dict, as the storekit contract says
+        (connect-redis's ``all()`` gives an array of sessions with ``id`` added)."""
+        with mapped_errors("all", self.where):
+            keys = list(set(self._keys()))
+            values = self._mget(keys)
+        every: dict[str, Session] = {}
+        for key, raw in zip(keys, values, strict=True):
+            if raw is not None:  # expired or destroyed since the SCAN
+                sid = sid_of(key, self.prefix)
+                every[sid] = decode_value(self.prefix + sid, raw)
+        return every
+
+    def _mget(self, keys: list[bytes | str]) -> list[Any]:
+        if self.cluster:
+            return list(self.client.mget_nonatomic(keys)) if keys else []
+        pipe = self.client.pipeline(transaction=False)
+        for start in range(0, len(keys), BATCH):
+            pipe.mget(keys[start : start + BATCH])
+        return [value for chunk in pipe.execute() for value in chunk]
+
+    def close(self) -> None:
+        """Close the client if the store built it from a URL."""
+        if self._owns_client:
+            self.client.close()
+
+    def __enter__(self) -> RedisStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.where!r}, prefix={self.prefix!r})"
+
+
+def _client_from_url(url: str, *, cluster: bool, timeout: float) -> Any:
+    options = client_options(timeout, cluster=cluster)  # first: it says how to install redis-py
+    import redis
+    import redis.cluster
+
+    with mapped_errors("connect", url):  # a cluster client connects at once
+        try:
+            if cluster:
+                return redis.cluster.RedisCluster.from_url(url, **options)
+            return redis.Redis.from_url(url, **options)
+        except ValueError as exc:
+            raise ValueError(
+                f"{url!r} is not a Redis URL ({exc}); write it as 'redis://host:port/db' "
+                "or 'unix:///path/to/redis.sock'"
+            ) from None
+
+
+def _url(name: str) -> str:
+    url = os.environ.get(name)
+    if not url:
+        raise StoreError(
+            f"${name} is not set: run the suite with this target (its serve() starts a "
+            f"redis-server and sets it), or export {name}=redis://host:port/0 to use a running one"
+        )
+    return url
+
+
+def _single() -> RedisStore:
+    return RedisStore(_url(ENV_URL))
+
+
+def _async() -> AsyncRedisStore:
+    return AsyncRedisStore(_url(ENV_URL))
+
+
+def _cluster() -> RedisStore:
+    return RedisStore(_url(ENV_CLUSTER_URL), cluster=True)
+
+
+# Expiries travel as relative milliseconds (PX), computed from the clock that
+# the server shares on one machine; what remains is a request's round trip and
+# Redis's 1 ms granularity, far inside 0.25 s even on a loaded machine.
+redis_target = Target(
+    _single,
+    name="RedisStore",
+    shared=True,
+    serve=serve_redis,
+    namespaced=lambda namespace: RedisStore(_url(ENV_URL), prefix=namespace_prefix(namespace)),
+    ttl_resolution=0.25,
+    default_ttl=DEFAULT_TTL,
+    outage=redis_outage,
+)
+
+redis_cluster_target = Target(
+    _cluster,
+    name="RedisStore (cluster)",
+    shared=True,
+    serve=serve_cluster,
+    namespaced=lambda namespace: RedisStore(
+        _url(ENV_CLUSTER_URL), cluster=True, prefix=namespace_prefix(namespace)
+    ),
+    ttl_resolution=0.25,
+    default_ttl=DEFAULT_TTL,
+    outage=cluster_outage,
+)
+
+redis_async_target = Target(
+    _async,
+    name="AsyncRedisStore",
+    shared=True,
+    serve=serve_redis,
+    namespaced=lambda namespace: AsyncRedisStore(_url(ENV_URL), prefix=namespace_prefix(namespace)),
+    ttl_resolution=0.25,
+    default_ttl=DEFAULT_TTL,
+    outage=redis_outage,
+)
