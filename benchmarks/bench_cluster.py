@@ -40,6 +40,7 @@ from storekit.reference import cluster
 from storekit.reference._cluster_requests import Requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _docs import write_section
 from bench_cluster_peers import BACKENDS, ORDER, SESSION, SIDS_PER_WORKER, Backend, Client, ctx
 
 # --- measuring ---
@@ -221,17 +222,6 @@ def _cpu_per_op(cell: dict[str, float]) -> float:
     return cell["client_cpu"] + cell["server_cpu"]
 
 
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    start = text.find("## ClusterStore\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="measuring time per cell and round")
@@ -271,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(results, mem, meta)
     print(text)
     if args.write:
-        write_section(args.write, text)
+        write_section(args.write, "## ClusterStore", text)
     return 0
 
 

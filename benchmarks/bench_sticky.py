@@ -36,6 +36,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _docs import write_section  # noqa: E402
 from loadgen import run_load, run_load_parallel, source_addresses  # noqa: E402
 
 from storekit.reference.sticky import StickyServer  # noqa: E402
@@ -276,18 +277,6 @@ def report(args: argparse.Namespace, results: Results, command: str, load: str) 
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the "## Sticky server" section of `path` (or add it), leaving the rest alone."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find("## Sticky server")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -312,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     section = report(args, results, command.strip(), load)
     print(section)
     if args.write is not None:
-        write_section(args.write, section)
+        write_section(args.write, "## Sticky server", section)
     return 0
 
 

@@ -124,6 +124,7 @@ def _validate(session: object) -> None:
             )
 
 
+_DECODER = json.JSONDecoder()
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False)
 _CONVERTED_KEY = re.compile(r'"(?:-?[0-9][0-9.eE+-]*|true|false|null)":')
 """A key as json.dumps writes an int, float, bool or None key: the one thing it would
@@ -183,7 +184,7 @@ def encode_strictly(session: object, *, max_bytes: int = DEFAULT_MAX_SESSION_BYT
 
 def decode_session(data: bytes | str) -> dict[str, Any]:
     """Decode what :func:`encode_session` produced."""
-    session = json.loads(data)
+    session = _DECODER.decode(data.decode("utf-8") if isinstance(data, bytes) else data)
     if not isinstance(session, dict):
         raise InvalidSessionData(f"stored data is not a JSON object: {cut(data)}")
     return session
