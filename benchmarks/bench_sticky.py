@@ -190,11 +190,14 @@ def measure(args: argparse.Namespace) -> Results:
         for name, serve in servers.items():
             with serve() as (port, root):
                 for keepalive in (True, False):
-                    run_load("127.0.0.1", port, connections=args.connections, duration=0.3, sources=sources)
+                    run_load(
+                        "127.0.0.1", port, connections=args.connections, duration=0.3, sources=sources,
+                        cookies=args.cookies,
+                    )  # fmt: skip
                     cpu, master = tree_cpu(root), own_cpu(root)
                     result = run_load_parallel(
                         "127.0.0.1", port, processes=args.loadgen_processes, connections=args.connections,
-                        duration=args.duration, sources=sources, keepalive=keepalive,
+                        duration=args.duration, sources=sources, keepalive=keepalive, cookies=args.cookies,
                     )  # fmt: skip
                     cpu_per_request = (tree_cpu(root) - cpu) / max(result.requests, 1) * 1e6
                     master_per_request = (own_cpu(root) - master) / max(result.requests, 1) * 1e6
@@ -227,11 +230,12 @@ def report(args: argparse.Namespace, results: Results, command: str, load: str) 
     master = {key: statistics.median(s[2] for s in samples) for key, samples in results.items()}
     names = list(dict.fromkeys(name for name, _ in results))
     lines = [
-        "## Sticky server",
+        args.section,
         "",
         f"Measured {datetime.date.today().isoformat()} on {machine()}; loopback; {args.workers} workers, "
         f"{args.connections} connections from {args.sources} client addresses in 127.0.0.0/8, "
-        f"app `{args.app}`, {args.duration:g}s per run, median of {args.rounds} interleaved rounds, "
+        f"app `{args.app}`{f' ({args.store} sessions, clients keep cookies)' if args.cookies else ''}, "
+        f"{args.duration:g}s per run, median of {args.rounds} interleaved rounds, "
         f"load from {args.loadgen_processes} processes of benchmarks/loadgen.py that share the cores "
         f"with the servers. Load average before / after: {load} (the machine is shared with other work, "
         "so requests per second vary by tens of percent from run to run; the CPU time the server's "
@@ -293,15 +297,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--loadgen-processes", type=int, default=2, help="processes of the load generator")
     parser.add_argument("--write", type=Path, default=None, help="put the results into this markdown file")
+    parser.add_argument("--section", default="## Sticky server", help="the heading of the section to write")
+    parser.add_argument("--cookies", action="store_true", help="each client address keeps its cookie")
+    parser.add_argument(
+        "--store", choices=("none", "cluster", "redis"), default="none",
+        help="start a ClusterStore master or a redis-server for a session app first",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     command = "python benchmarks/bench_sticky.py " + " ".join(argv if argv is not None else sys.argv[1:])
     before = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    results = measure(args)
+    with contextlib.ExitStack() as stack:
+        if args.store == "cluster":
+            from storekit.reference import cluster
+
+            cluster.setup()
+        elif args.store == "redis":
+            from storekit.reference.redis import ENV_URL
+            from storekit.reference.redis_server import RedisServer
+
+            os.environ[ENV_URL] = stack.enter_context(RedisServer()).url
+        os.environ["STOREKIT_BENCH_STORE"] = args.store
+        results = measure(args)
     load = f"{before} / {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     section = report(args, results, command.strip(), load)
     print(section)
     if args.write is not None:
-        write_section(args.write, "## Sticky server", section)
+        write_section(args.write, args.section, section)
     return 0
 
 

@@ -93,11 +93,29 @@ def run_load(
     keepalive: bool = True,
     path: str = "/",
     timeout: float = 5.0,
+    cookies: bool = False,
 ) -> LoadResult:
-    """Keep `connections` requests in flight for `duration` seconds; count the answers."""
+    """Keep `connections` requests in flight for `duration` seconds; count the answers.
+
+    With `cookies`, each source address is one client: it sends back the cookie
+    its last answer set, as a browser would, so a session app sees returning
+    visitors rather than a new session per request.
+    """
     sources = sources or ["127.0.0.1"]
     connection = b"" if keepalive else b"Connection: close\r\n"
-    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n".encode() + connection + b"\r\n"
+    head = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n".encode() + connection
+    jar: dict[str, bytes] = {}
+
+    def request_from(source: str) -> bytes:
+        cookie = jar.get(source) if cookies else None
+        return head + (b"Cookie: " + cookie + b"\r\n" if cookie else b"") + b"\r\n"
+
+    def remember(source: str, buf: bytes) -> None:
+        at = buf.lower().find(b"\r\nset-cookie:", 0, buf.find(b"\r\n\r\n"))
+        if at >= 0:
+            value = buf[at + 13 : buf.find(b"\r\n", at + 2)].strip()
+            jar[source] = value.split(b";", 1)[0]
+
     sel = selectors.DefaultSelector()
     result = LoadResult()
     next_source = 0
@@ -144,7 +162,7 @@ def run_load(
             conn: _Conn = key.data
             try:
                 if mask & selectors.EVENT_WRITE:
-                    conn.sock.send(request)
+                    conn.sock.send(request_from(conn.source))
                     sel.modify(conn.sock, selectors.EVENT_READ, conn)
                     continue
                 data = conn.sock.recv(65536)
@@ -164,9 +182,11 @@ def run_load(
                 continue
             result.requests += 1
             result.latencies.append(now - conn.sent_at)
+            if cookies:
+                remember(conn.source, conn.buf)
             if keepalive and now < end and not conn.closing:
                 conn.buf, conn.need, conn.sent_at = b"", -1, now
-                conn.sock.send(request)
+                conn.sock.send(request_from(conn.source))
             else:
                 close(conn, error=False)
         if now - last_check > 0.5:  # nothing may hang: drop stuck connections
