@@ -228,12 +228,16 @@ def test_no_worker_outlives_a_sigkilled_master(mode: str) -> None:
         server.stop()
 
 
+SLOW_REQUEST = 0.5
+"""Seconds the app takes to answer: the request SIGTERM must let finish."""
+
+
 def test_sigterm_lets_an_in_flight_request_finish(tmp_path: Path, mode: str) -> None:
     started = tmp_path / "started"
 
     def slow(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         started.touch()
-        time.sleep(0.5)
+        time.sleep(SLOW_REQUEST)  # the request's own work, under way when SIGTERM arrives
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
         return [b"done"]
 
