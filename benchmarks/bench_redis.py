@@ -24,29 +24,23 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
 
-from storekit.codec import encode_session, expires_in
+from storekit.codec import encode_session
 from storekit.reference.redis import RedisStore
 from storekit.reference.redis_server import RedisServer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_memory import session
+
 SIDS = 1000
 Op = Callable[[int], Any]
-
-
-def session(n: int) -> dict[str, Any]:
-    return {
-        "cookie": expires_in(3600),
-        "user": {"id": n, "name": f"user-{n}", "roles": ["reader", "writer"], "email": f"u{n}@example.org"},
-        "cart": [{"sku": f"SKU-{n}-{i}", "qty": i, "price": 9.99 + i} for i in range(8)],
-        "flash": [],
-        "csrf": "x" * 43,
-        "views": n,
-    }
 
 
 def contenders(url: str) -> dict[str, dict[str, Op]]:

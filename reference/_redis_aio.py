@@ -13,20 +13,19 @@ from storekit.reference._redis_common import (
     DEFAULT_PREFIX,
     DEFAULT_TIMEOUT,
     DEFAULT_TTL,
-    Expiry,
+    KeyLayout,
     client_options,
     decode_value,
     describe,
     is_async_client,
     mapped_errors,
-    scan_pattern,
     sid_of,
 )
 
 __all__ = ["AsyncRedisStore"]
 
 
-class AsyncRedisStore:
+class AsyncRedisStore(KeyLayout):
     """RedisStore's twin for asyncio apps, with the same arguments; ``client``
     is a ``redis.asyncio`` client (``Redis``, ``cluster.RedisCluster``, a
     Sentinel's ``master_for()``) or a URL. Close it with ``await store.aclose()``."""
@@ -43,14 +42,7 @@ class AsyncRedisStore:
         max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not isinstance(prefix, str):
-            raise TypeError(f"prefix must be a str such as 'sess:', got {type(prefix).__name__} {prefix!r}")
-        self.prefix = prefix
-        self.expiry = Expiry(ttl, clock)
-        self.ttl = ttl
-        self.scan_count = scan_count
-        self.max_session_bytes = max_session_bytes
-        self.pattern = scan_pattern(prefix)
+        super().__init__(prefix, ttl, scan_count, max_session_bytes, clock)
         self._owns_client = isinstance(client, str)
         if isinstance(client, str):
             client = _client_from_url(client, cluster=cluster, timeout=timeout)

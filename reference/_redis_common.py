@@ -253,3 +253,25 @@ def describe(client: Any) -> str:
         return f"{kwargs['host']}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
     service = getattr(pool, "service_name", None)
     return f"sentinel service {service!r}" if service else repr(client)
+
+
+class KeyLayout:
+    """What RedisStore and its async twin share: the prefix, the SCAN pattern that
+    matches only their own keys, and the expiry rules."""
+
+    def __init__(
+        self,
+        prefix: str,
+        ttl: float | None,
+        scan_count: int,
+        max_session_bytes: int,
+        clock: Callable[[], float],
+    ) -> None:
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str such as 'sess:', got {type(prefix).__name__} {prefix!r}")
+        self.prefix = prefix
+        self.expiry = Expiry(ttl, clock)
+        self.ttl = ttl
+        self.scan_count = scan_count
+        self.max_session_bytes = max_session_bytes
+        self.pattern = scan_pattern(prefix)

@@ -29,14 +29,13 @@ from storekit.reference._redis_common import (
     DEFAULT_TIMEOUT,
     DEFAULT_TTL,
     CorruptSession,
-    Expiry,
+    KeyLayout,
     client_options,
     decode_value,
     describe,
     is_async_client,
     mapped_errors,
     namespace_prefix,
-    scan_pattern,
     sid_of,
 )
 from storekit.reference._redis_serve import (
@@ -64,7 +63,7 @@ __all__ = [
 ]
 
 
-class RedisStore:
+class RedisStore(KeyLayout):
     """A store on Redis through redis-py, in connect-redis's key layout.
 
     ``client`` is a redis-py client (``redis.Redis``, one from a Sentinel's
@@ -88,14 +87,7 @@ class RedisStore:
         max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not isinstance(prefix, str):
-            raise TypeError(f"prefix must be a str such as 'sess:', got {type(prefix).__name__} {prefix!r}")
-        self.prefix = prefix
-        self.expiry = Expiry(ttl, clock)
-        self.ttl = ttl
-        self.scan_count = scan_count
-        self.max_session_bytes = max_session_bytes
-        self.pattern = scan_pattern(prefix)
+        super().__init__(prefix, ttl, scan_count, max_session_bytes, clock)
         self._owns_client = isinstance(client, str)
         if isinstance(client, str):
             client = _client_from_url(client, cluster=cluster, timeout=timeout)
