@@ -6,18 +6,15 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from storekit.codec import DEFAULT_MAX_SESSION_BYTES, check_sid, encode_session
+from storekit.codec import DEFAULT_MAX_SESSION_BYTES, encode_session
 from storekit.contract import Session
 from storekit.reference._redis_common import (
     BATCH,
     DEFAULT_PREFIX,
     DEFAULT_TIMEOUT,
     DEFAULT_TTL,
-    KeyLayout,
-    client_options,
+    StoreCore,
     decode_value,
-    describe,
-    is_async_client,
     mapped_errors,
     sid_of,
 )
@@ -25,10 +22,12 @@ from storekit.reference._redis_common import (
 __all__ = ["AsyncRedisStore"]
 
 
-class AsyncRedisStore(KeyLayout):
+class AsyncRedisStore(StoreCore):
     """RedisStore's twin for asyncio apps, with the same arguments; ``client``
     is a ``redis.asyncio`` client (``Redis``, ``cluster.RedisCluster``, a
     Sentinel's ``master_for()``) or a URL. Close it with ``await store.aclose()``."""
+
+    asyncio = True
 
     def __init__(
         self,
@@ -42,26 +41,16 @@ class AsyncRedisStore(KeyLayout):
         max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(prefix, ttl, scan_count, max_session_bytes, clock)
-        self._owns_client = isinstance(client, str)
-        if isinstance(client, str):
-            client = _client_from_url(client, cluster=cluster, timeout=timeout)
-        elif not callable(getattr(client, "get", None)) or not callable(getattr(client, "pexpire", None)):
-            raise TypeError(
-                f"AsyncRedisStore needs a redis.asyncio client or a URL such as "
-                f"'redis://127.0.0.1:6379/0', got {type(client).__name__} {client!r}"
-            )
-        elif not is_async_client(client):
-            raise TypeError(
-                f"{client!r} is a sync client; AsyncRedisStore needs a redis.asyncio one "
-                "(redis.asyncio.Redis), or use RedisStore with this client"
-            )
-        self.client = client
-        self.cluster = callable(getattr(client, "get_nodes", None))
-        self.where = describe(client)
-
-    def _key(self, sid: str) -> str:
-        return self.prefix + check_sid(sid)
+        super().__init__(
+            client,
+            prefix=prefix,
+            ttl=ttl,
+            cluster=cluster,
+            timeout=timeout,
+            scan_count=scan_count,
+            max_session_bytes=max_session_bytes,
+            clock=clock,
+        )
 
     async def get(self, sid: str) -> Session | None:
         key = self._key(sid)
@@ -144,19 +133,3 @@ class AsyncRedisStore(KeyLayout):
 
     def __repr__(self) -> str:
         return f"AsyncRedisStore({self.where!r}, prefix={self.prefix!r})"
-
-
-def _client_from_url(url: str, *, cluster: bool, timeout: float) -> Any:
-    options = client_options(timeout, cluster=cluster, asyncio=True)  # first: says how to install redis-py
-    import redis.asyncio
-    import redis.asyncio.cluster
-
-    try:
-        if cluster:
-            return redis.asyncio.cluster.RedisCluster.from_url(url, **options)
-        return redis.asyncio.Redis.from_url(url, **options)
-    except ValueError as exc:
-        raise ValueError(
-            f"{url!r} is not a Redis URL ({exc}); write it as 'redis://host:port/db' "
-            "or 'unix:///path/to/redis.sock'"
-        ) from None

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from storekit.codec import decode_session, session_expiry
+from storekit.codec import check_sid, decode_session, session_expiry
 from storekit.contract import Session
 from storekit.errors import InvalidSessionData, StoreError, StoreUnavailable, cut
 
@@ -255,14 +255,21 @@ def describe(client: Any) -> str:
     return f"sentinel service {service!r}" if service else repr(client)
 
 
-class KeyLayout:
-    """What RedisStore and its async twin share: the prefix, the SCAN pattern that
-    matches only their own keys, and the expiry rules."""
+class StoreCore:
+    """What RedisStore and its async twin share: the client (given, or built from a
+    URL), the prefix and the SCAN pattern that matches only their own keys, and
+    the expiry rules. ``asyncio`` says which kind of redis-py client it takes."""
+
+    asyncio = False
 
     def __init__(
         self,
+        client: Any,
+        *,
         prefix: str,
         ttl: float | None,
+        cluster: bool,
+        timeout: float,
         scan_count: int,
         max_session_bytes: int,
         clock: Callable[[], float],
@@ -275,3 +282,50 @@ class KeyLayout:
         self.scan_count = scan_count
         self.max_session_bytes = max_session_bytes
         self.pattern = scan_pattern(prefix)
+        name, kind = type(self).__name__, "a redis.asyncio" if self.asyncio else "a redis-py"
+        self._owns_client = isinstance(client, str)
+        if isinstance(client, str):
+            client = client_from_url(client, cluster=cluster, timeout=timeout, asyncio=self.asyncio)
+        elif not callable(getattr(client, "get", None)) or not callable(getattr(client, "pexpire", None)):
+            raise TypeError(
+                f"{name} needs {kind} client or a URL such as 'redis://127.0.0.1:6379/0', "
+                f"got {type(client).__name__} {client!r}"
+            )
+        elif is_async_client(client) != self.asyncio:
+            other = "RedisStore" if self.asyncio else "AsyncRedisStore"
+            raise TypeError(
+                f"{client!r} is {'a sync' if self.asyncio else 'a redis.asyncio'} client; {name} needs "
+                f"{kind} one, or use {other} with this client"
+            )
+        self.client = client
+        self.cluster = callable(getattr(client, "get_nodes", None))
+        self.where = describe(client)
+
+    def _key(self, sid: str) -> str:
+        return self.prefix + check_sid(sid)
+
+
+def client_from_url(url: str, *, cluster: bool, timeout: float, asyncio: bool) -> Any:
+    """A redis-py client (sync or asyncio, plain or cluster) for ``url``."""
+    options = client_options(
+        timeout, cluster=cluster, asyncio=asyncio
+    )  # first: it says how to install redis-py
+    import redis
+    import redis.asyncio
+    import redis.asyncio.cluster
+    import redis.cluster
+
+    kinds: dict[tuple[bool, bool], Any] = {
+        (False, False): redis.Redis,
+        (False, True): redis.cluster.RedisCluster,
+        (True, False): redis.asyncio.Redis,
+        (True, True): redis.asyncio.cluster.RedisCluster,
+    }
+    with mapped_errors("connect", url):  # a sync cluster client connects at once
+        try:
+            return kinds[asyncio, cluster].from_url(url, **options)
+        except ValueError as exc:
+            raise ValueError(
+                f"{url!r} is not a Redis URL ({exc}); write it as 'redis://host:port/db' "
+                "or 'unix:///path/to/redis.sock'"
+            ) from None

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from storekit.codec import DEFAULT_MAX_SESSION_BYTES, check_sid, encode_session
+from storekit.codec import DEFAULT_MAX_SESSION_BYTES, encode_session
 from storekit.contract import Session
 from storekit.errors import StoreError
 from storekit.reference._redis_aio import AsyncRedisStore
@@ -29,11 +29,8 @@ from storekit.reference._redis_common import (
     DEFAULT_TIMEOUT,
     DEFAULT_TTL,
     CorruptSession,
-    KeyLayout,
-    client_options,
+    StoreCore,
     decode_value,
-    describe,
-    is_async_client,
     mapped_errors,
     namespace_prefix,
     sid_of,
@@ -63,7 +60,7 @@ __all__ = [
 ]
 
 
-class RedisStore(KeyLayout):
+class RedisStore(StoreCore):
     """A store on Redis through redis-py, in connect-redis's key layout.
 
     ``client`` is a redis-py client (``redis.Redis``, one from a Sentinel's
@@ -87,26 +84,16 @@ class RedisStore(KeyLayout):
         max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(prefix, ttl, scan_count, max_session_bytes, clock)
-        self._owns_client = isinstance(client, str)
-        if isinstance(client, str):
-            client = _client_from_url(client, cluster=cluster, timeout=timeout)
-        elif not callable(getattr(client, "get", None)) or not callable(getattr(client, "pexpire", None)):
-            raise TypeError(
-                f"RedisStore needs a redis-py client or a URL such as 'redis://127.0.0.1:6379/0', "
-                f"got {type(client).__name__} {client!r}"
-            )
-        elif is_async_client(client):
-            raise TypeError(
-                f"{client!r} is a redis.asyncio client; RedisStore needs a sync one "
-                "(redis.Redis), or use AsyncRedisStore with this client"
-            )
-        self.client = client
-        self.cluster = callable(getattr(client, "get_nodes", None))
-        self.where = describe(client)
-
-    def _key(self, sid: str) -> str:
-        return self.prefix + check_sid(sid)
+        super().__init__(
+            client,
+            prefix=prefix,
+            ttl=ttl,
+            cluster=cluster,
+            timeout=timeout,
+            scan_count=scan_count,
+            max_session_bytes=max_session_bytes,
+            clock=clock,
+        )
 
     def get(self, sid: str) -> Session | None:
         key = self._key(sid)
@@ -200,23 +187,6 @@ class RedisStore(KeyLayout):
 
     def __repr__(self) -> str:
         return f"RedisStore({self.where!r}, prefix={self.prefix!r})"
-
-
-def _client_from_url(url: str, *, cluster: bool, timeout: float) -> Any:
-    options = client_options(timeout, cluster=cluster)  # first: it says how to install redis-py
-    import redis
-    import redis.cluster
-
-    with mapped_errors("connect", url):  # a cluster client connects at once
-        try:
-            if cluster:
-                return redis.cluster.RedisCluster.from_url(url, **options)
-            return redis.Redis.from_url(url, **options)
-        except ValueError as exc:
-            raise ValueError(
-                f"{url!r} is not a Redis URL ({exc}); write it as 'redis://host:port/db' "
-                "or 'unix:///path/to/redis.sock'"
-            ) from None
 
 
 def _url(name: str) -> str:
