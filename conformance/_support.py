@@ -67,17 +67,6 @@ def sleep_until(deadline: float) -> None:
         time.sleep(min(left, 0.05))
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` seconds have passed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-
-
 def offers(store: object, method: str) -> bool:
     return callable(getattr(store, method, None))
 

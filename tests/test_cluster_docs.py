@@ -12,16 +12,18 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 
 from storekit.reference import cluster
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "cluster.md"
 GUNICORN = Path(sys.executable).with_name("gunicorn")
+WORKERS_UP = 30.0
+"""Seconds gunicorn may take to start, or replace, its workers on a loaded machine."""
 
 
 def examples() -> dict[str, str]:
@@ -97,13 +99,6 @@ def hello(path: str, sid: str | None = None) -> tuple[str, str | None]:
         conn.close()
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
 @pytest.fixture(params=[[], ["--preload"]], ids=["plain", "preload"])
 def gunicorn(workdir: Path, request: pytest.FixtureRequest) -> Iterator[tuple[subprocess.Popen[str], str]]:
     sock = str(workdir / "http.sock")
@@ -125,7 +120,7 @@ def gunicorn(workdir: Path, request: pytest.FixtureRequest) -> Iterator[tuple[su
         return True
 
     try:
-        wait_until(up)
+        wait_until(up, WORKERS_UP)
         yield proc, sock
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -162,12 +157,12 @@ def test_hello_under_gunicorn_with_three_workers(gunicorn: tuple[subprocess.Pope
             seen.add(pid_of(body))
         return len(seen) >= 2
 
-    wait_until(visit_in_parallel)  # the session is seen by more than one worker
+    wait_until(visit_in_parallel, WORKERS_UP)  # the session is seen by more than one worker
     assert seen <= workers_of(proc.pid)
 
     victim = pid_of(first)
     os.kill(victim, signal.SIGKILL)
-    wait_until(lambda: victim not in workers_of(proc.pid) and len(workers_of(proc.pid)) == 3)
+    wait_until(lambda: victim not in workers_of(proc.pid) and len(workers_of(proc.pid)) == 3, WORKERS_UP)
     replacement = (workers_of(proc.pid) - seen - {victim}) or workers_of(proc.pid)
 
     def answered_by_a_new_worker() -> bool:
@@ -175,7 +170,7 @@ def test_hello_under_gunicorn_with_three_workers(gunicorn: tuple[subprocess.Pope
         assert body.startswith("Hello again from worker "), body
         return pid_of(body) in replacement
 
-    wait_until(answered_by_a_new_worker)
+    wait_until(answered_by_a_new_worker, WORKERS_UP)
 
 
 def test_the_documented_suite_command_reaches_level_shared_or_above(tmp_path: Path) -> None:

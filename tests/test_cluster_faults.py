@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 
 from storekit import StoreUnavailable
 from storekit.reference import cluster
@@ -33,13 +34,6 @@ for i in range(int(sys.argv[2])):
     store.set(name, {"i": i})
     print(i, flush=True)
 """
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def start_master(env: dict[str, str]) -> tuple[subprocess.Popen[str], Address]:

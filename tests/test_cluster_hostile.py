@@ -10,9 +10,10 @@ import socket
 import struct
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
+from helpers import wait_until
 
 from storekit import StoreUnavailable
 from storekit.reference import _cluster_wire as wire
@@ -41,13 +42,6 @@ def store(server: ClusterServer) -> ClusterStore:
     good = ClusterStore(address=Address(server.path, server.secret), timeout=2.0)
     good.set("canary", {"alive": True})
     return good
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def connect(server: ClusterServer) -> socket.socket:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from helpers import wait_until
 
 from storekit import InvalidSessionData, InvalidSessionId, StoreError, StoreUnavailable, expires_in
 from storekit.reference import cluster
@@ -33,13 +34,6 @@ def master(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     no_master(monkeypatch)
     with cluster.serving() as path:
         yield path
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def in_fork(child: Callable[[], object]) -> object:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from helpers import nothing_left_in_session
 
 
 def test_the_demo_greets_then_greets_again_from_the_same_worker_and_leaves_nothing(tmp_path: Path) -> None:
@@ -22,20 +23,4 @@ def test_the_demo_greets_then_greets_again_from_the_same_worker_and_leaves_nothi
     assert again, out
     assert first.group(1) == again.group(1)
     assert first.start() < again.start()
-    deadline = time.monotonic() + 15
-    while (left := _in_session(process.pid)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert left == []
-
-
-def _in_session(sid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rpartition(")")[2].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] != "Z":
-                found.append(int(entry.name))
-    return found
+    nothing_left_in_session(process.pid)

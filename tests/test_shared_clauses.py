@@ -6,11 +6,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import nothing_left_in_session
 
 HERE = Path(__file__).parent
 SHARED = ["process.1", "process.2", "process.3", "process.4", "errors.1"]
@@ -74,24 +74,4 @@ def test_no_worker_process_outlives_the_run(tmp_path: Path, name: str) -> None:
     session: list[int] = []
     run(tmp_path, name, session)
     assert session
-    deadline = time.monotonic() + 15  # multiprocess's resource tracker leaves when its pipe closes
-    while (left := in_session(session[0])) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert left == []
-
-
-def in_session(sid: int) -> list[str]:
-    """The processes still in session ``sid`` (the run and every process it started)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat.rpartition(")")[2].split()
-        if int(fields[3]) == sid and fields[0] != "Z":
-            found.append(f"{entry.name}: {cmdline}")
-    return found
+    nothing_left_in_session(session[0])

@@ -5,10 +5,11 @@ from __future__ import annotations
 import http.client
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from helpers import wait_until
 
 from storekit.reference._sticky_bpf import kernel_supported
 from storekit.reference._sticky_client import loopback_sources, process_alive, request
@@ -20,15 +21,6 @@ SETUPS = [
     pytest.param(("ip-hash", "handoff"), id="handoff"),
     pytest.param(("header", "handoff"), id="header"),
 ]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    __tracebackhide__ = True
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {timeout}s")
-        time.sleep(0.01)
 
 
 @pytest.fixture(params=SETUPS)

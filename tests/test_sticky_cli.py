@@ -10,22 +10,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 
 from storekit.reference._sticky_client import loopback_sources, process_alive, request
 from storekit.reference.sticky import main
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    __tracebackhide__ = True
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {timeout}s")
-        time.sleep(0.01)
 
 
 @pytest.mark.parametrize(

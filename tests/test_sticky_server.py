@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_until
 
 from storekit.reference._sticky_bpf import kernel_supported
 from storekit.reference._sticky_client import Reply, loopback_sources, process_alive, request
@@ -25,15 +26,6 @@ MODES = [
     ),
     "handoff",
 ]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    __tracebackhide__ = True
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {timeout}s")
-        time.sleep(0.01)
 
 
 def served_by(server: StickyServer, source: str, **kw: Any) -> tuple[int, int]:
