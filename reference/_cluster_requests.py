@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import json.scanner
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +34,16 @@ __all__ = ["ENV_KEY", "ENV_SOCKET", "Address", "Requests", "address_from_env", "
 ENV_SOCKET = "STOREKIT_CLUSTER_SOCKET"
 ENV_KEY = "STOREKIT_CLUSTER_KEY"
 
-_DECODER = json.JSONDecoder()
+_scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+"""The C scanner that json.loads runs, without its Python wrapper; what the
+server stores is compact JSON written by encode_session or by the server itself."""
+_JSON_START = 5 + wire.EXPIRY_BYTES  # length, status, expiry
+
+
+@functools.lru_cache(maxsize=4096)
+def _wire_expiry(expires: str) -> bytes:
+    """A session keeps its cookie.expires over many saves: parse it once."""
+    return wire.encode_expiry(parse_expires(expires))
 
 
 @dataclass(frozen=True)
@@ -115,23 +125,22 @@ class Requests:
         cookie = session.get("cookie")
         if type(cookie) is dict:
             value = cookie.get("expires")
-            expires = parse_expires(value) if type(value) is str else session_expiry(session)
+            if type(value) is str:
+                return _wire_expiry(value)
+            expires = session_expiry(session)
         else:
             expires = session_expiry(session)  # None, or InvalidSessionData for a bad cookie
         if expires is None and self.default_ttl is not None:
             expires = self.clock() + self.default_ttl
         return wire.encode_expiry(expires)
 
-    def _encode(self, session: Session) -> bytes:
-        return encode_session(session, max_bytes=self.max_session_bytes)
-
     def get(self, sid: str) -> bytes:
         return wire.encode_request(wire.GET, self.namespace, _key(sid))
 
     def set(self, sid: str, session: Session) -> bytes:
         key = _key(sid)
-        data = self._encode(session)
-        return wire.encode_request(wire.SET, self.namespace, key, self._expiry(session) + data)
+        data = encode_session(session, max_bytes=self.max_session_bytes)
+        return wire.encode_request(wire.SET, self.namespace, key, self._expiry(session), data)
 
     def destroy(self, sid: str) -> bytes:
         return wire.encode_request(wire.DESTROY, self.namespace, _key(sid))
@@ -140,18 +149,22 @@ class Requests:
         key = _key(sid)
         if not isinstance(session, dict):
             raise InvalidSessionData(f"touch needs the session dict, got {type(session).__name__}")
-        patch = self._encode({"cookie": session.get("cookie")})
-        return wire.encode_request(wire.TOUCH, self.namespace, key, self._expiry(session) + patch)
+        patch = encode_session({"cookie": session.get("cookie")}, max_bytes=self.max_session_bytes)
+        return wire.encode_request(wire.TOUCH, self.namespace, key, self._expiry(session), patch)
 
     @staticmethod
     def session(reply: bytes) -> Session | None:
         """The result of get; ``reply`` is the whole frame, length prefix included."""
         status = reply[4]
         if status == wire.FOUND:
-            session = _DECODER.decode(reply[5 + wire.EXPIRY_BYTES :].decode())
-            if type(session) is dict:
+            text = str(memoryview(reply)[_JSON_START:], "utf-8")
+            try:
+                session, end = _scan(text, 0)
+            except StopIteration:
+                end = -1
+            if end == len(text) and type(session) is dict:
                 return session
-            return decode_session(reply[5 + wire.EXPIRY_BYTES :])  # raises InvalidSessionData
+            return decode_session(text)  # raises InvalidSessionData
         if status == wire.MISSING:
             return None
         return _unexpected(reply)

@@ -40,7 +40,7 @@ _BUFFER = 1 << 16  # receive buffer of a worker connection
 _OK_FRAME = wire.response_header(wire.OK, 0)
 _MISSING_FRAME = wire.response_header(wire.MISSING, 0)
 _PEERCRED = struct.Struct("3i")
-_GET = wire.GET
+_GET, _SET = wire.GET, wire.SET
 
 
 class _Conn:
@@ -170,7 +170,7 @@ class ClusterServer:
         """Read into one reusable buffer (a ``recv(n)`` would allocate ``n``
         bytes per call), answer every whole frame, repeat."""
         recv_into, limit, handle, lock = sock.recv_into, self.max_frame, self._handle, self._lock
-        get = self._get
+        get, set_, unpack_length = self._get, self._set, wire.PREFIX.unpack_from
         buf = bytearray(max(_BUFFER, len(leftover)))
         view = memoryview(buf)
         filled = len(leftover)
@@ -181,29 +181,36 @@ class ClusterServer:
             if filled >= 4:
                 with lock:
                     while filled - offset >= 4:
-                        length = wire.frame_length(buf, offset)
+                        (length,) = unpack_length(buf, offset)
                         if length > limit:
                             raise wire.WireError(f"frame of {length} bytes exceeds the limit of {limit}")
                         end = offset + 4 + length
                         if end > filled:
                             break
-                        if length > 4 and buf[offset + 4] == _GET:  # the hot path, parsed in place
+                        op = buf[offset + 4] if length > 4 else 0
+                        if op == _GET:  # the hot paths, parsed in place
                             get(buf, view, offset + 4, end, out)
+                        elif op == _SET:
+                            set_(buf, view, offset + 4, end, out)
                         else:
                             handle(view[offset + 4 : end], out)
                         offset = end
             if out:  # one write per batch of replies
                 sock.sendall(out[0] if len(out) == 1 else b"".join(out))
-            if offset:
-                filled -= offset
-                view[:filled] = view[offset : offset + filled]
-            size = max(_BUFFER, 4 + wire.frame_length(buf) if filled >= 4 else 0)
-            if size > len(buf) or (len(buf) > _BUFFER and size == _BUFFER):  # grow for a big frame, or shrink
-                resized = bytearray(size)
-                resized[:filled] = view[:filled]
-                view.release()
-                buf, view = resized, memoryview(resized)
-            received = recv_into(view[filled:])
+            if offset == filled and len(buf) == _BUFFER:  # the usual case: all answered, nothing to move
+                received = recv_into(view)
+                filled = 0
+            else:
+                if offset:
+                    filled -= offset
+                    view[:filled] = view[offset : offset + filled]
+                size = max(_BUFFER, 4 + unpack_length(buf)[0] if filled >= 4 else 0)
+                if size != len(buf):  # grow for a big frame, or shrink after one
+                    resized = bytearray(size)
+                    resized[:filled] = view[:filled]
+                    view.release()
+                    buf, view = resized, memoryview(resized)
+                received = recv_into(view[filled:])
             if not received:
                 return
             filled += received
@@ -335,6 +342,16 @@ class ClusterServer:
         else:
             out.append(wire.response_header(wire.FOUND, len(found)))
             out.append(found)
+
+    def _set(self, buf: bytearray, view: memoryview, start: int, end: int, out: list[bytes]) -> None:
+        """A SET request in ``buf[start:end]``, likewise."""
+        ns_end = start + 4 + buf[start + 1]
+        sid_end = ns_end + (buf[start + 2] << 8 | buf[start + 3])
+        if sid_end + wire.EXPIRY_BYTES > end or sid_end == ns_end:
+            raise wire.WireError("malformed set request")
+        namespace, sid = bytes(view[start + 4 : ns_end]), bytes(view[ns_end:sid_end])
+        error = self.state.set(namespace, sid, bytes(view[sid_end:end]))
+        out.append(_OK_FRAME if error is None else wire.error_frame(wire.ERR_INVALID_DATA, error))
 
     def _handle(self, body: memoryview, out: list[bytes]) -> None:
         op, namespace, sid, value = wire.decode_request(body)

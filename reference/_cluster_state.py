@@ -45,6 +45,8 @@ class Space:
         else:
             bucket.append(sid)
         self.refs += 1
+        if self.refs > 2 * len(self.entries) + 1024:
+            self._rebuild()
 
     def sweep(self, now_ms: int, now: bytes, budget: int) -> int:
         """Drop expired entries from buckets whose second is over, looking at
@@ -62,8 +64,6 @@ class Space:
             if not sids:
                 del buckets[heapq.heappop(order)]
         self.refs -= start - budget
-        if self.refs > 2 * len(entries) + 1024:
-            self._rebuild()
         return budget
 
     def _rebuild(self) -> None:
@@ -126,7 +126,9 @@ class ClusterState:
         space.entries[sid] = value
         if expiry != NEVER_BYTES:
             space.note(sid, expiry)
-        space.sweep(now_ms, now, 16)
+        order = space.order
+        if order and order[0] < now_ms // 1000:  # a bucket's second is over: sweep a little
+            space.sweep(now_ms, now, 16)
         return None
 
     def destroy(self, namespace: bytes, sid: bytes) -> None:

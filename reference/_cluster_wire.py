@@ -53,6 +53,7 @@ __all__ = [
     "NEVER_BYTES",
     "NONCE_BYTES",
     "OK",
+    "PREFIX",
     "SET",
     "TOUCH",
     "Request",
@@ -94,7 +95,8 @@ _OPS_WITH_VALUE: Final = frozenset({SET, TOUCH})
 OK, FOUND, MISSING, COUNT, ITEMS, ERROR = range(6)
 ERR_BAD_REQUEST, ERR_INVALID_DATA, ERR_DENIED = range(1, 4)
 
-_LENGTH = struct.Struct("!I")
+_LENGTH = PREFIX = struct.Struct("!I")
+"""The length prefix of every frame."""
 _REQUEST = struct.Struct("!IBBH")  # frame length, op, namespace length, sid length
 _HEAD_STRUCT = struct.Struct("!BBH")
 _RESPONSE = struct.Struct("!IB")  # frame length, status
@@ -137,10 +139,13 @@ def encode_expiry(expires: float | None) -> bytes:
     return millis.to_bytes(EXPIRY_BYTES, "big")
 
 
-def encode_request(op: int, namespace: bytes, sid: bytes = b"", value: bytes = b"") -> bytes:
-    """One request frame; ``value`` is expiry + payload for SET and TOUCH."""
-    body = _HEAD + len(namespace) + len(sid) + len(value)
-    return _REQUEST.pack(body, op, len(namespace), len(sid)) + namespace + sid + value
+def encode_request(
+    op: int, namespace: bytes, sid: bytes = b"", value: bytes = b"", payload: bytes = b""
+) -> bytes:
+    """One request frame; for SET and TOUCH, ``value`` is the expiry and
+    ``payload`` the JSON (or ``value`` is both, already joined)."""
+    body = _HEAD + len(namespace) + len(sid) + len(value) + len(payload)
+    return b"".join((_REQUEST.pack(body, op, len(namespace), len(sid)), namespace, sid, value, payload))
 
 
 def decode_request(body: bytes | memoryview) -> Request:

@@ -125,11 +125,37 @@ def _validate(session: object) -> None:
 
 
 _DECODER = json.JSONDecoder()
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False)
+
+
+def _refuse(value: object) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+_c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+_c_encode_basestring: Any = getattr(json.encoder, "c_encode_basestring", None)
+_encode_chunks: Callable[[object, int], list[str]]
+if _c_make_encoder is not None and _c_encode_basestring is not None:
+    # The C encoder itself, built once (JSONEncoder.encode builds one per call). Arguments:
+    # markers (None: no circular check), default, string encoder, indent, key separator,
+    # item separator, sort_keys, skipkeys, allow_nan.
+    _encode_chunks = _c_make_encoder(None, _refuse, _c_encode_basestring, None, ":", ",", False, False, False)
+else:  # an interpreter without the C accelerator
+    _encoder = json.JSONEncoder(
+        ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False
+    )
+
+    def _encode_chunks(value: object, _level: int) -> list[str]:
+        return [_encoder.encode(value)]
+
+
+_MAYBE_CONVERTED_KEY = re.compile(r'":(?<=[0-9el]":)(?:(?<=[0-9]":)|(?<="true":)|(?<="false":)|(?<="null":))')
+"""Where json.dumps may have written an int, float, bool or None key, the one thing it
+silently changes (it raises for every other non-JSON value): a key whose last character is
+a digit, or a key ``true``, ``false`` or ``null``. The pattern starts with the literal
+``":`` that ends every key, so the scan jumps from key to key and looks further only at
+keys ending in a digit, ``e`` or ``l``. A match that is really a str key costs the precise
+pattern below; only a key that looks converted costs the strict path."""
 _CONVERTED_KEY = re.compile(r'"(?:-?[0-9][0-9.eE+-]*|true|false|null)":')
-"""A key as json.dumps writes an int, float, bool or None key: the one thing it would
-silently change (it raises for every other non-JSON value). Every converted key
-matches; so may a str key that merely looks like one, which only costs the strict path."""
 
 
 def encode_session(session: object, *, max_bytes: int = DEFAULT_MAX_SESSION_BYTES) -> bytes:
@@ -139,21 +165,22 @@ def encode_session(session: object, *, max_bytes: int = DEFAULT_MAX_SESSION_BYTE
     ``max_bytes`` (set.4), and strings that are not valid Unicode. What comes
     back from :func:`decode_session` equals ``json.loads(json.dumps(session))``.
 
-    The common case costs one ``json.dumps`` and a regular-expression scan of
-    its output, both in C; anything the scan cannot vouch for goes through
-    :func:`encode_strictly`, which accepts it or names the problem.
+    The common case costs one run of the C encoder and a scan of its output
+    for keys it may have converted; anything the scan cannot vouch for goes
+    through :func:`encode_strictly`, which accepts it or names the problem.
     """
     if type(session) is dict:
         try:
-            text = _ENCODER.encode(session)
+            text = "".join(_encode_chunks(session, 0))
             data = text.encode("utf-8")
         except (TypeError, ValueError, RecursionError, UnicodeEncodeError):
             pass
         else:
             if (
                 len(data) <= max_bytes
-                and _CONVERTED_KEY.search(text) is None
-                and text.count("{") + text.count("[") < MAX_DEPTH
+                and (_MAYBE_CONVERTED_KEY.search(text) is None or _CONVERTED_KEY.search(text) is None)
+                # nesting n deep takes 2n brackets: only a long text can be too deep
+                and (len(text) < 2 * MAX_DEPTH or text.count("{") + text.count("[") < MAX_DEPTH)
             ):
                 return data
     return encode_strictly(session, max_bytes=max_bytes)

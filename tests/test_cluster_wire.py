@@ -179,7 +179,8 @@ _scalars = st.one_of(
 )
 _keys = st.one_of(
     st.text(max_size=4),
-    st.sampled_from(["1", "-2", "1.5", "1e+16", "true", "null", '{"1":', ',"x":', "\\", '"']),
+    st.sampled_from(["1", "-2", "1.5", "1e+16", "true", "false", "null", '{"1":', ',"x":', "\\", '"']),
+    st.sampled_from(["a1", "x-1e5", "untrue", "nullnull", "e", "l", "name", 'q"1', "1\\"]),  # str keys
     st.integers(),
     st.booleans(),
     st.none(),

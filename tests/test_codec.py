@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import importlib
 import json
+import json.encoder
 import math
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from storekit import InvalidSessionData, InvalidSessionId
+from storekit import InvalidSessionData, InvalidSessionId, codec
 from storekit.codec import (
     DEFAULT_MAX_SESSION_BYTES,
     MAX_DEPTH,
@@ -175,3 +177,18 @@ def test_expires_in_builds_an_express_shaped_cookie() -> None:
         "httpOnly": True,
         "path": "/",
     }
+
+
+def test_the_pure_python_encoder_gives_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an interpreter without json's C accelerator, encode_session falls back to JSONEncoder."""
+    session = {"cookie": {"expires": "2030-01-01T00:00:00.000Z"}, "é": [1, 2.5, None, True], "1": {}}
+    expected = codec.encode_session(session)
+    monkeypatch.setattr(json.encoder, "c_make_encoder", None)
+    try:
+        fallback = importlib.reload(codec)
+        assert fallback.encode_session(session) == expected
+        with pytest.raises(InvalidSessionData):
+            fallback.encode_session({1: "a"})
+    finally:
+        monkeypatch.undo()
+        importlib.reload(codec)
