@@ -46,12 +46,14 @@ from bench_cluster_peers import BACKENDS, ORDER, SESSION, SIDS_PER_WORKER, Backe
 # --- measuring ---
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # workers that were joined
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
-def _worker(make: Callable[[], Client], op: str, wid: int, start: float, seconds: float, out: Any) -> None:
+def _worker(make: Callable[[], Client], op: str, wid: int, seconds: float, go: Any, out: Any) -> None:
+    """Connect and write this worker's sessions, say ready, wait for the go, then
+    time every call for ``seconds``; send back the latencies and the CPU used."""
     get, set_ = make()
     sids = [f"w{wid}-{i:03d}-{'s' * 20}" for i in range(SIDS_PER_WORKER)]
     for sid in sids:
@@ -59,8 +61,9 @@ def _worker(make: Callable[[], Client], op: str, wid: int, start: float, seconds
     call: Callable[[str], Any] = get if op == "get" else (lambda sid: set_(sid, SESSION))
     latencies = array.array("d")
     clock = time.perf_counter
-    while time.time() < start:
-        time.sleep(0.001)
+    out.send_bytes(b"ready")
+    go.wait()
+    cpu = _own_cpu()
     stop = clock() + seconds
     i = 0
     while True:
@@ -71,25 +74,36 @@ def _worker(make: Callable[[], Client], op: str, wid: int, start: float, seconds
         i += 1
         if ended >= stop:
             break
-    out.send_bytes(latencies.tobytes())
+    cpu = _own_cpu() - cpu
+    out.send_bytes(array.array("d", [cpu]).tobytes() + latencies.tobytes())
     out.close()
 
 
 def measure(backend: Backend, op: str, workers: int, seconds: float) -> dict[str, float]:
+    """All workers start timing together once every one of them is connected and warm."""
     make, server_cpu = backend
-    server_before, clients_before = server_cpu(), _children_cpu()
-    start = time.time() + 0.3
+    go = ctx.Event()
     pipes, procs = [], []
     for wid in range(workers):
         receive, send = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_worker, args=(make, op, wid, start, seconds, send))
+        proc = ctx.Process(target=_worker, args=(make, op, wid, seconds, go, send))
         proc.start()
         send.close()
         pipes.append(receive)
         procs.append(proc)
-    samples = array.array("d")
     for receive in pipes:
-        samples.frombytes(receive.recv_bytes())
+        if receive.recv_bytes() != b"ready":
+            raise RuntimeError("a worker did not get ready")
+    server_before = server_cpu()
+    go.set()
+    samples = array.array("d")
+    client_cpu = 0.0
+    for receive in pipes:
+        data = array.array("d")
+        data.frombytes(receive.recv_bytes())
+        client_cpu += data[0]
+        samples.extend(data[1:])
+    server_used = server_cpu() - server_before
     for proc in procs:
         proc.join()
         if proc.exitcode != 0:
@@ -100,8 +114,8 @@ def measure(backend: Backend, op: str, workers: int, seconds: float) -> dict[str
         "ops": count / seconds,
         "p50": ordered[count // 2] * 1e6,
         "p99": ordered[int(count * 0.99)] * 1e6,
-        "client_cpu": (_children_cpu() - clients_before) / count * 1e6,  # includes warm-up and start-up
-        "server_cpu": (server_cpu() - server_before) / count * 1e6,
+        "client_cpu": client_cpu / count * 1e6,
+        "server_cpu": server_used / count * 1e6,
     }
 
 
@@ -173,8 +187,9 @@ def report(
         f"Command: `{meta['command']}`; {meta['seconds']} s per cell and round, {meta['rounds']} rounds.",
         "",
         "Each cell is the median (by ops/s) of the rounds, the backends taking turns in every round.",
-        "CPU columns: CPU time per operation, of the worker processes (start-up included) and of the",
-        "server (the master process for cluster and raw, the manager process, redis-server).",
+        "CPU columns: CPU time per operation while timing, of the worker processes and of the server",
+        "(the benchmark's process, which runs the cluster and raw servers; the manager process;",
+        "redis-server). Workers connect and write their sessions first, then start timing together.",
         "",
         "| backend | op | workers | ops/s (all workers) | p50 µs | p99 µs | client CPU µs/op "
         "| server CPU µs/op |",

@@ -256,8 +256,8 @@ def report(args: argparse.Namespace, results: Results, command: str, load: str) 
         "sticky ip-hash, kernel", "sticky round-robin, kernel", "sticky ip-hash, handoff", "gunicorn gthread",
     )  # fmt: skip
     lines.append(
-        "| ratio (higher is better) | req/s, keep-alive | req/s, new connection "
-        "| CPU capacity, keep-alive | CPU capacity, new connection | target |"
+        "| ratio (higher is better), median of the rounds' ratios (lowest-highest) | req/s, keep-alive "
+        "| req/s, new connection | CPU capacity, keep-alive | CPU capacity, new connection | target |"
     )
     lines.append("| --- | ---: | ---: | ---: | ---: | --- |")
     for label, a, b, target in (
@@ -265,9 +265,10 @@ def report(args: argparse.Namespace, results: Results, command: str, load: str) 
         ("ip-hash kernel / gunicorn gthread", kernel, gthread, ">= 1.00"),
         ("ip-hash handoff / ip-hash kernel", handoff, kernel, ">= 0.80"),
     ):
-        cells = [f"{rps[(a, k)] / rps[(b, k)]:.2f}" for k in (True, False)]
-        cells += [f"{cpu[(b, k)] / cpu[(a, k)]:.2f}" for k in (True, False)]  # requests per CPU-second
-        lines.append(f"| {label} | {' | '.join(cells)} | {target} |")
+        pairs = [(results[(a, k)], results[(b, k)]) for k in (True, False)]
+        rps_cells = [_paired(x, y, lambda p, q: p[0] / q[0]) for x, y in pairs]
+        cpu_cells = [_paired(x, y, lambda p, q: q[1] / p[1]) for x, y in pairs]  # requests per CPU-second
+        lines.append(f"| {label} | {' | '.join(rps_cells + cpu_cells)} | {target} |")
     lines += [
         "",
         "How to read it: once a connection is placed, every sticky variant serves it with the same waitress "
@@ -276,9 +277,22 @@ def report(args: argparse.Namespace, results: Results, command: str, load: str) 
         "costs the master the CPU in the last column for each new connection, and the workers a little "
         "more to receive it. CPU capacity is requests per CPU-second of the server's processes (the "
         "inverse of the CPU columns), less sensitive to the other work on the machine than req/s. "
+        "Ratios are taken within each round, where both servers ran minutes apart at most, and the "
+        "median of the rounds is shown with the lowest and highest. "
         "nginx answering from its config shows what the load generator can drive.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _paired(
+    a: list[tuple[float, float, float]],
+    b: list[tuple[float, float, float]],
+    ratio: Callable[[tuple[float, float, float], tuple[float, float, float]], float],
+) -> str:
+    """The median and range of a/b over rounds: each round measures both back to back, so
+    a drift of the machine's speed during the run cancels out of every ratio."""
+    ratios = sorted(ratio(x, y) for x, y in zip(a, b, strict=True))
+    return f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
 
 
 def main(argv: list[str] | None = None) -> int:
