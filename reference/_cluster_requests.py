@@ -3,15 +3,14 @@ request frames, and what the replies mean.
 
 :class:`Requests` validates with the rules of :mod:`storekit.codec` and builds
 frames for the blocking :class:`ClusterStore` and its asyncio twin alike.
-Sessions are encoded by ``storekit.codec.encode_session``, whose fast path
-costs one ``json.dumps`` and a scan of its output.
+Sessions are encoded by ``storekit.codec.encode_session`` (whose fast path
+costs one run of json's C encoder and a scan of its output) and decoded by
+``storekit.codec.decode_session``.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import json.scanner
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,9 +33,6 @@ __all__ = ["ENV_KEY", "ENV_SOCKET", "Address", "Requests", "address_from_env", "
 ENV_SOCKET = "STOREKIT_CLUSTER_SOCKET"
 ENV_KEY = "STOREKIT_CLUSTER_KEY"
 
-_scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
-"""The C scanner that json.loads runs, without its Python wrapper; what the
-server stores is compact JSON written by encode_session or by the server itself."""
 _JSON_START = 5 + wire.EXPIRY_BYTES  # length, status, expiry
 
 
@@ -157,14 +153,8 @@ class Requests:
         """The result of get; ``reply`` is the whole frame, length prefix included."""
         status = reply[4]
         if status == wire.FOUND:
-            text = str(memoryview(reply)[_JSON_START:], "utf-8")
-            try:
-                session, end = _scan(text, 0)
-            except StopIteration:
-                end = -1
-            if end == len(text) and type(session) is dict:
-                return session
-            return decode_session(text)  # raises InvalidSessionData
+            text = str(memoryview(reply)[_JSON_START:], "utf-8")  # one copy, not two
+            return decode_session(text)
         if status == wire.MISSING:
             return None
         return _unexpected(reply)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import json.scanner
 import math
 import re
 import time
@@ -125,6 +126,7 @@ def _validate(session: object) -> None:
 
 
 _DECODER = json.JSONDecoder()
+_scan_once: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]
 
 
 def _refuse(value: object) -> Any:
@@ -210,8 +212,21 @@ def encode_strictly(session: object, *, max_bytes: int = DEFAULT_MAX_SESSION_BYT
 
 
 def decode_session(data: bytes | str) -> dict[str, Any]:
-    """Decode what :func:`encode_session` produced."""
-    session = _DECODER.decode(data.decode("utf-8") if isinstance(data, bytes) else data)
+    """Decode what :func:`encode_session` produced.
+
+    Compact JSON, as encode_session writes it, goes straight to the scanner
+    inside ``json.loads``; anything else (whitespace around it, a syntax
+    error, not an object) takes ``json.loads``'s own path and its errors.
+    """
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    try:
+        found, end = _scan_once(text, 0)
+    except (StopIteration, ValueError, RecursionError):
+        pass
+    else:
+        if end == len(text) and type(found) is dict:
+            return found
+    session = _DECODER.decode(text)
     if not isinstance(session, dict):
         raise InvalidSessionData(f"stored data is not a JSON object: {cut(data)}")
     return session

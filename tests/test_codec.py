@@ -192,3 +192,14 @@ def test_the_pure_python_encoder_gives_the_same_bytes(monkeypatch: pytest.Monkey
     finally:
         monkeypatch.undo()
         importlib.reload(codec)
+
+
+def test_decode_session_reads_what_json_loads_reads_and_refuses_the_rest() -> None:
+    compact = b'{"a":[1,2.5,null,true],"\\u00e9":"\xc3\xa9"}'
+    assert decode_session(compact) == {"a": [1, 2.5, None, True], "é": "é"}
+    assert decode_session(' \n{"a": 1}\t') == {"a": 1}  # written by hand, say: not the scanner's path
+    with pytest.raises(InvalidSessionData, match="not a JSON object"):
+        decode_session(b"[1, 2]")
+    for broken in (b'{"a":1} x', b'{"a":', b"", b"\xff{}"):
+        with pytest.raises(ValueError):  # json.JSONDecodeError, UnicodeDecodeError: both ValueErrors
+            decode_session(broken)
