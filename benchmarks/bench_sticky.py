@@ -19,6 +19,7 @@ import datetime
 import os
 import pkgutil
 import platform
+import shlex
 import shutil
 import signal
 import socket
@@ -318,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         help="start a ClusterStore master or a redis-server for a session app first",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    command = "python benchmarks/bench_sticky.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    given = argv if argv is not None else sys.argv[1:]
+    command = shlex.join(["python", "benchmarks/bench_sticky.py", *given])
     before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     with contextlib.ExitStack() as stack:
         if args.store == "cluster":
