@@ -124,14 +124,21 @@ def process(argv: list[str], port: int, **kw: Any) -> Iterator[tuple[int, int]]:
             proc.wait()
 
 
-def gunicorn(app_spec: str, factory: bool, workers: int, worker_class: str, threads: int) -> Server:
+def gunicorn(
+    app_spec: str,
+    factory: bool,
+    workers: int,
+    worker_class: str,
+    threads: int,
+    env: dict[str, str] | None = None,
+) -> Server:
     def serve() -> AbstractContextManager[tuple[int, int]]:
         port = free_port()
         target = f"{app_spec}()" if factory else app_spec
         argv = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--worker-class", worker_class]
         argv += ["--threads", str(threads), "--bind", f"127.0.0.1:{port}", "--log-level", "warning"]
         argv += ["--pythonpath", str(HERE), "--keep-alive", "5", target]
-        return process(argv, port)
+        return process(argv, port, env=env)
 
     return serve
 
@@ -173,11 +180,18 @@ def candidates(args: argparse.Namespace) -> dict[str, Server]:
         "gunicorn gthread": gunicorn(args.app, args.factory, n, "gthread", args.threads),
         "gunicorn sync": gunicorn(args.app, args.factory, n, "sync", 1),
     }
+    if args.redis_baseline:  # what a user would run instead: gunicorn, sessions in Redis
+        from storekit.reference.redis import ENV_URL
+
+        env = {**os.environ, "STOREKIT_BENCH_STORE": "redis", ENV_URL: args.redis_baseline}
+        out[REDIS_BASELINE] = gunicorn(args.app, args.factory, n, "gthread", args.threads, env)
     control = nginx(n)
     if control is not None:
         out["nginx (control, not WSGI)"] = control
     return out
 
+
+REDIS_BASELINE = "gunicorn gthread, sessions in RedisStore"
 
 # (name, keep-alive) -> [(req/s, CPU µs per request of all the server's processes, of its master alone)]
 Results = dict[tuple[str, bool], list[tuple[float, float, float]]]
@@ -256,6 +270,7 @@ def report(args: argparse.Namespace, results: Results, command: str, load: str) 
     kernel, rr, handoff, gthread = (
         "sticky ip-hash, kernel", "sticky round-robin, kernel", "sticky ip-hash, handoff", "gunicorn gthread",
     )  # fmt: skip
+    redis = (REDIS_BASELINE, True) in results
     lines.append(
         "| ratio (higher is better), median of the rounds' ratios (lowest-highest) | req/s, keep-alive "
         "| req/s, new connection | CPU capacity, keep-alive | CPU capacity, new connection | target |"
@@ -265,6 +280,7 @@ def report(args: argparse.Namespace, results: Results, command: str, load: str) 
         ("ip-hash kernel / round-robin kernel", kernel, rr, ">= 0.95"),
         ("ip-hash kernel / gunicorn gthread", kernel, gthread, ">= 1.00"),
         ("ip-hash handoff / ip-hash kernel", handoff, kernel, ">= 0.80"),
+        *([(f"ip-hash kernel / {REDIS_BASELINE}", kernel, REDIS_BASELINE, "baseline")] if redis else []),
     ):
         pairs = [(results[(a, k)], results[(b, k)]) for k in (True, False)]
         rps_cells = [_paired(x, y, lambda p, q: p[0] / q[0]) for x, y in pairs]
@@ -280,7 +296,15 @@ def report(args: argparse.Namespace, results: Results, command: str, load: str) 
         "inverse of the CPU columns), less sensitive to the other work on the machine than req/s. "
         "Ratios are taken within each round, where both servers ran minutes apart at most, and the "
         "median of the rounds is shown with the lowest and highest. "
-        "nginx answering from its config shows what the load generator can drive.",
+        "nginx answering from its config shows what the load generator can drive."
+        + (
+            f" The last ratio compares with {REDIS_BASELINE}: the same app under gunicorn with its "
+            "sessions in a redis-server on loopback, which is what a user would run instead of a "
+            "sticky server with ClusterStore. CPU columns count the server's processes only, not the "
+            "cluster master (the benchmark's own process) nor redis-server."
+            if redis
+            else ""
+        ),
     ]
     return "\n".join(lines) + "\n"
 
@@ -323,10 +347,15 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "benchmarks/bench_sticky.py", *given])
     before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     with contextlib.ExitStack() as stack:
+        args.redis_baseline = None
         if args.store == "cluster":
             from storekit.reference import cluster
 
             cluster.setup()
+            if args.cookies and shutil.which("redis-server"):
+                from storekit.reference.redis_server import RedisServer
+
+                args.redis_baseline = stack.enter_context(RedisServer()).url
         elif args.store == "redis":
             from storekit.reference.redis import ENV_URL
             from storekit.reference.redis_server import RedisServer
