@@ -62,7 +62,8 @@ def _worker(make: Callable[[], Client], op: str, wid: int, seconds: float, go: A
     latencies = array.array("d")
     clock = time.perf_counter
     out.send_bytes(b"ready")
-    go.wait()
+    if not go.wait(60):  # the parent gave up (another worker failed): leave quietly
+        return
     cpu = _own_cpu()
     stop = clock() + seconds
     i = 0
@@ -84,28 +85,40 @@ def measure(backend: Backend, op: str, workers: int, seconds: float) -> dict[str
     make, server_cpu = backend
     go = ctx.Event()
     pipes, procs = [], []
-    for wid in range(workers):
-        receive, send = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_worker, args=(make, op, wid, seconds, go, send))
-        proc.start()
-        send.close()
-        pipes.append(receive)
-        procs.append(proc)
-    for receive in pipes:
-        if receive.recv_bytes() != b"ready":
-            raise RuntimeError("a worker did not get ready")
-    server_before = server_cpu()
-    go.set()
-    samples = array.array("d")
-    client_cpu = 0.0
-    for receive in pipes:
-        data = array.array("d")
-        data.frombytes(receive.recv_bytes())
-        client_cpu += data[0]
-        samples.extend(data[1:])
-    server_used = server_cpu() - server_before
+    try:
+        for wid in range(workers):
+            receive, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_worker, args=(make, op, wid, seconds, go, send), daemon=True)
+            proc.start()
+            send.close()
+            pipes.append(receive)
+            procs.append(proc)
+        for receive in pipes:
+            if receive.recv_bytes() != b"ready":
+                raise RuntimeError("a worker did not get ready")
+        server_before = server_cpu()
+        go.set()
+        samples = array.array("d")
+        client_cpu = 0.0
+        for receive in pipes:
+            data = array.array("d")
+            data.frombytes(receive.recv_bytes())
+            client_cpu += data[0]
+            samples.extend(data[1:])
+        server_used = server_cpu() - server_before
+    except EOFError:  # a worker died: say which and how, rather than "EOFError"
+        for proc in procs:
+            proc.join(5)
+        codes = [proc.exitcode for proc in procs]
+        raise RuntimeError(f"a {op} worker failed (exit codes {codes})") from None
+    finally:
+        go.set()  # nobody waits forever
+        for proc in procs:
+            proc.join(5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
     for proc in procs:
-        proc.join()
         if proc.exitcode != 0:
             raise RuntimeError(f"a {op} worker failed with exit code {proc.exitcode}")
     ordered = sorted(samples)

@@ -316,7 +316,10 @@ def _paired(
 ) -> str:
     """The median and range of a/b over rounds: each round measures both back to back, so
     a drift of the machine's speed during the run cancels out of every ratio."""
-    ratios = sorted(ratio(x, y) for x, y in zip(a, b, strict=True))
+    try:
+        ratios = sorted(ratio(x, y) for x, y in zip(a, b, strict=True))
+    except ZeroDivisionError:  # a run that served nothing, or used less than one clock tick
+        return "n/a"
     return f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
 
 

@@ -31,3 +31,11 @@ def test_benchmark_runs_and_writes_its_section(tmp_path: Path) -> None:
     assert "x Manager().dict() (target >= 1.5x)" in text
     assert "- get, 1 worker: p50 " in text
     assert "Memory: a fresh master holding 2,000 live sessions" in text
+
+
+def test_a_worker_that_fails_before_it_is_ready_fails_the_benchmark_without_a_hang() -> None:
+    def make() -> bench_cluster.Client:
+        raise OSError("no server here")
+
+    with pytest.raises(RuntimeError, match="get worker failed"):
+        bench_cluster.measure((make, lambda: 0.0), "get", 2, 0.1)
