@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-from storekit.codec import DEFAULT_MAX_SESSION_BYTES, encode_session
+from storekit.codec import encode_session
 from storekit.contract import Session
 from storekit.reference._redis_common import (
     BATCH,
-    DEFAULT_PREFIX,
-    DEFAULT_TIMEOUT,
-    DEFAULT_TTL,
     StoreCore,
     decode_value,
     mapped_errors,
@@ -28,29 +24,6 @@ class AsyncRedisStore(StoreCore):
     Sentinel's ``master_for()``) or a URL. Close it with ``await store.aclose()``."""
 
     asyncio = True
-
-    def __init__(
-        self,
-        client: Any,
-        *,
-        prefix: str = DEFAULT_PREFIX,
-        ttl: float | None = DEFAULT_TTL,
-        cluster: bool = False,
-        timeout: float = DEFAULT_TIMEOUT,
-        scan_count: int = BATCH,
-        max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(
-            client,
-            prefix=prefix,
-            ttl=ttl,
-            cluster=cluster,
-            timeout=timeout,
-            scan_count=scan_count,
-            max_session_bytes=max_session_bytes,
-            clock=clock,
-        )
 
     async def get(self, sid: str) -> Session | None:
         key = self._key(sid)

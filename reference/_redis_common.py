@@ -10,11 +10,12 @@ import contextlib
 import inspect
 import math
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from storekit.codec import check_sid, decode_session, session_expiry
+from storekit.codec import DEFAULT_MAX_SESSION_BYTES, check_sid, decode_session, session_expiry
 from storekit.contract import Session
 from storekit.errors import InvalidSessionData, StoreError, StoreUnavailable, cut
 
@@ -266,13 +267,13 @@ class StoreCore:
         self,
         client: Any,
         *,
-        prefix: str,
-        ttl: float | None,
-        cluster: bool,
-        timeout: float,
-        scan_count: int,
-        max_session_bytes: int,
-        clock: Callable[[], float],
+        prefix: str = DEFAULT_PREFIX,
+        ttl: float | None = DEFAULT_TTL,
+        cluster: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+        scan_count: int = BATCH,
+        max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str such as 'sess:', got {type(prefix).__name__} {prefix!r}")

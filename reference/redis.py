@@ -15,18 +15,16 @@ See ``docs/redis.md``.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-from storekit.codec import DEFAULT_MAX_SESSION_BYTES, encode_session
+from storekit.codec import encode_session
 from storekit.contract import Session
 from storekit.errors import StoreError
 from storekit.reference._redis_aio import AsyncRedisStore
 from storekit.reference._redis_common import (
     BATCH,
     DEFAULT_PREFIX,
-    DEFAULT_TIMEOUT,
     DEFAULT_TTL,
     CorruptSession,
     StoreCore,
@@ -71,29 +69,6 @@ class RedisStore(StoreCore):
     begins another (see :func:`namespace_prefix`). ``ttl`` is the life in
     seconds of a session without ``cookie.expires`` (``None``: no expiry).
     """
-
-    def __init__(
-        self,
-        client: Any,
-        *,
-        prefix: str = DEFAULT_PREFIX,
-        ttl: float | None = DEFAULT_TTL,
-        cluster: bool = False,
-        timeout: float = DEFAULT_TIMEOUT,
-        scan_count: int = BATCH,
-        max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(
-            client,
-            prefix=prefix,
-            ttl=ttl,
-            cluster=cluster,
-            timeout=timeout,
-            scan_count=scan_count,
-            max_session_bytes=max_session_bytes,
-            clock=clock,
-        )
 
     def get(self, sid: str) -> Session | None:
         key = self._key(sid)
