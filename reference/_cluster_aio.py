@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import secrets
 import socket
-import time
-from collections.abc import Callable
 
-from storekit.codec import DEFAULT_MAX_SESSION_BYTES
 from storekit.contract import Session
 from storekit.errors import StoreUnavailable
 from storekit.reference import _cluster_wire as wire
-from storekit.reference._cluster_requests import (
-    Address,
-    Requests,
-    address_from_env,
-    unavailable,
-)
+from storekit.reference._cluster_requests import ClientBase, Requests, unavailable
 
 __all__ = ["AsyncClusterStore"]
 
 _IDLE_CONNECTIONS = 16
 
 
-class AsyncClusterStore:
+class AsyncClusterStore(ClientBase):
     """The asyncio twin of :class:`ClusterStore`, with the same arguments.
 
     Concurrent tasks each use a connection of their own from a small pool of
@@ -35,38 +25,6 @@ class AsyncClusterStore:
     within ``timeout``. The sockets belong to no event loop, so one store may
     serve successive loops (``asyncio.run`` per call).
     """
-
-    def __init__(
-        self,
-        *,
-        namespace: str = "",
-        default_ttl: float | None = None,
-        max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES,
-        timeout: float = 2.0,
-        clock: Callable[[], float] = time.time,
-        address: Address | None = None,
-    ) -> None:
-        self.requests = Requests(namespace, default_ttl, max_session_bytes, clock)
-        self.address = address or address_from_env()
-        self.timeout = timeout
-        self._idle: list[socket.socket] = []
-        self._pid = os.getpid()
-
-    @property
-    def name(self) -> str:
-        return self.requests.namespace.decode()
-
-    def namespace(self, name: str) -> AsyncClusterStore:
-        """See :meth:`ClusterStore.namespace`."""
-        r = self.requests
-        return AsyncClusterStore(
-            namespace=name,
-            default_ttl=r.default_ttl,
-            max_session_bytes=r.max_session_bytes,
-            timeout=self.timeout,
-            clock=r.clock,
-            address=self.address,
-        )
 
     async def get(self, sid: str) -> Session | None:
         return Requests.session(await self._call(self.requests.get(sid)))
@@ -91,23 +49,10 @@ class AsyncClusterStore:
 
     async def aclose(self) -> None:
         """Close the idle connections; the store reconnects when used again."""
-        idle, self._idle = self._idle, []
-        for sock in idle:
-            sock.close()
-
-    def __del__(self) -> None:
-        for sock in getattr(self, "_idle", ()):
-            with contextlib.suppress(Exception):
-                sock.close()
-
-    def __repr__(self) -> str:
-        return f"AsyncClusterStore(namespace={self.name!r}, address={self.address!r})"
+        self._close_idle()
 
     async def _call(self, frame: bytes) -> bytes:
-        if self._pid != os.getpid():  # forked: these connections belong to the parent
-            for sock in self._idle:
-                sock.close()
-            self._idle, self._pid = [], os.getpid()
+        self._drop_inherited()
         if self._idle:
             try:
                 return await self._exchange(self._idle.pop(), frame)

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import os
 import secrets
 import socket
 import struct
-import time
-from collections.abc import Callable
 
-from storekit.codec import DEFAULT_MAX_SESSION_BYTES
 from storekit.contract import Session
 from storekit.errors import StoreUnavailable
 from storekit.reference import _cluster_wire as wire
-from storekit.reference._cluster_requests import ENV_KEY, Address, Requests, address_from_env, unavailable
+from storekit.reference._cluster_requests import ENV_KEY, Address, ClientBase, Requests, unavailable
 
 __all__ = ["ClusterStore"]
 _IDLE_CONNECTIONS = 32  # kept per process; more threads at once open more, then close them
 _BUFFER = 1 << 16
 
 
-class ClusterStore:
+class ClusterStore(ClientBase):
     """A store whose sessions live in the master's cluster server.
 
     Call ``storekit.reference.cluster.setup()`` in the master first; workers
@@ -33,39 +28,6 @@ class ClusterStore:
     master cannot be reached. ``namespace`` keeps this store's sessions apart
     from other namespaces on the same server.
     """
-
-    def __init__(
-        self,
-        *,
-        namespace: str = "",
-        default_ttl: float | None = None,
-        max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES,
-        timeout: float = 2.0,
-        clock: Callable[[], float] = time.time,
-        address: Address | None = None,
-    ) -> None:
-        self.requests = Requests(namespace, default_ttl, max_session_bytes, clock)
-        self.address = address or address_from_env()
-        self.timeout = timeout
-        self._timeval = struct.pack("ll", int(timeout), int(timeout % 1 * 1_000_000))
-        self._idle: list[_Conn] = []
-        self._generation = _forks
-
-    @property
-    def name(self) -> str:
-        return self.requests.namespace.decode()
-
-    def namespace(self, name: str) -> ClusterStore:
-        """A store on the same server whose sessions are kept apart from this one's."""
-        r = self.requests
-        return ClusterStore(
-            namespace=name,
-            default_ttl=r.default_ttl,
-            max_session_bytes=r.max_session_bytes,
-            timeout=self.timeout,
-            clock=r.clock,
-            address=self.address,
-        )
 
     def get(self, sid: str) -> Session | None:
         return Requests.session(self._call(self.requests.get(sid)))
@@ -90,21 +52,10 @@ class ClusterStore:
 
     def close(self) -> None:
         """Close this process's idle connections; the store reconnects when used again."""
-        while self._idle:
-            self._idle.pop().close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
-
-    def __repr__(self) -> str:
-        return f"ClusterStore(namespace={self.name!r}, address={self.address!r})"
+        self._close_idle()
 
     def _call(self, frame: bytes) -> bytes:
-        if self._generation != _forks:  # forked: these connections belong to the parent
-            for conn in self._idle:
-                conn.close()
-            self._idle, self._generation = [], _forks
+        self._drop_inherited()
         try:
             conn = self._idle.pop()
         except IndexError:
@@ -137,8 +88,9 @@ class ClusterStore:
             sock.settimeout(self.timeout)
             sock.connect(self.address.path)
             sock.settimeout(None)  # blocking, with kernel timeouts: no poll() per call
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self._timeval)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self._timeval)
+            timeval = struct.pack("ll", int(self.timeout), int(self.timeout % 1 * 1_000_000))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
             conn = _Conn(sock)
             server_nonce = wire.parse_hello(conn.recv_frame()[4:])
             client_nonce = secrets.token_bytes(wire.NONCE_BYTES)
@@ -158,17 +110,6 @@ class ClusterStore:
             sock.close()
             raise _key_rejected(self.address)
         return conn
-
-
-_forks = 0  # bumped in every forked child, so a store notices it was inherited
-
-
-def _after_fork_in_child() -> None:
-    global _forks
-    _forks += 1
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _denied(exc: BaseException) -> bool:

@@ -10,13 +10,16 @@ costs one run of json's C encoder and a scan of its output) and decoded by
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from storekit.codec import (
+    DEFAULT_MAX_SESSION_BYTES,
     MAX_SID_LENGTH,
     check_sid,
     decode_session,
@@ -28,7 +31,7 @@ from storekit.contract import Session
 from storekit.errors import InvalidSessionData, StoreError, StoreUnavailable, cut
 from storekit.reference import _cluster_wire as wire
 
-__all__ = ["ENV_KEY", "ENV_SOCKET", "Address", "Requests", "address_from_env", "unavailable"]
+__all__ = ["ENV_KEY", "ENV_SOCKET", "Address", "ClientBase", "Requests", "address_from_env", "unavailable"]
 
 ENV_SOCKET = "STOREKIT_CLUSTER_SOCKET"
 ENV_KEY = "STOREKIT_CLUSTER_KEY"
@@ -178,6 +181,78 @@ class Requests:
             sid.decode(): decode_session(value[wire.EXPIRY_BYTES :])
             for sid, value in wire.decode_items(memoryview(reply)[5:])
         }
+
+
+_Client = TypeVar("_Client", bound="ClientBase")
+
+
+class ClientBase:
+    """What ClusterStore and AsyncClusterStore share: their arguments, their
+    namespace and address, and the pool of idle connections that a forked
+    child must not use (they belong to its parent)."""
+
+    def __init__(
+        self,
+        *,
+        namespace: str = "",
+        default_ttl: float | None = None,
+        max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES,
+        timeout: float = 2.0,
+        clock: Callable[[], float] = time.time,
+        address: Address | None = None,
+    ) -> None:
+        self.requests = Requests(namespace, default_ttl, max_session_bytes, clock)
+        self.address = address or address_from_env()
+        self.timeout = timeout
+        self._idle: list[Any] = []  # connections, each with a close()
+        self._generation = _forks
+
+    @property
+    def name(self) -> str:
+        return self.requests.namespace.decode()
+
+    def namespace(self: _Client, name: str) -> _Client:
+        """A store on the same server whose sessions are kept apart from this one's."""
+        r = self.requests
+        return type(self)(
+            namespace=name,
+            default_ttl=r.default_ttl,
+            max_session_bytes=r.max_session_bytes,
+            timeout=self.timeout,
+            clock=r.clock,
+            address=self.address,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(namespace={self.name!r}, address={self.address!r})"
+
+    def _drop_inherited(self) -> None:
+        """In a forked child, forget the parent's connections (closing our copies)."""
+        if self._generation != _forks:
+            for conn in self._idle:
+                conn.close()
+            self._idle, self._generation = [], _forks
+
+    def _close_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    def __del__(self) -> None:
+        for conn in getattr(self, "_idle", ()):  # absent if __init__ raised
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+_forks = 0  # bumped in every forked child, so a store notices it was inherited
+
+
+def _after_fork_in_child() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _key(sid: Any) -> bytes:
