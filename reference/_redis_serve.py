@@ -15,11 +15,10 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
-from types import TracebackType
 from typing import Any
 
 from storekit.errors import StoreError
-from storekit.reference.redis_server import RedisServer, free_port
+from storekit.reference.redis_server import RedisServer, Restartable, free_port
 
 __all__ = [
     "ENV_CLUSTER_URL",
@@ -39,7 +38,7 @@ READY_TIMEOUT = 30.0
 _started: dict[str, Any] = {}  # environment variable -> the server(s) serve() started
 
 
-class RedisClusterServers:
+class RedisClusterServers(Restartable):
     """``size`` redis-server primaries with cluster mode on, no replicas, the
     hash slots split evenly between them, as ``redis-cli --cluster create
     ... --cluster-replicas 0`` would make them."""
@@ -115,27 +114,6 @@ class RedisClusterServers:
     def close(self) -> None:
         for node in self.nodes:
             node.close()
-
-    @contextlib.contextmanager
-    def down(self) -> Iterator[None]:
-        """Stop every node for the block, then start them again on the same ports."""
-        self.stop()
-        try:
-            yield
-        finally:
-            self.start()
-
-    def __enter__(self) -> RedisClusterServers:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 @contextlib.contextmanager

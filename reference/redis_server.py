@@ -21,8 +21,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
-__all__ = ["RedisServer", "RedisServerMissing", "free_port", "redis_server_path"]
+__all__ = ["RedisServer", "RedisServerMissing", "Restartable", "free_port", "redis_server_path"]
 
 START_TIMEOUT = 20.0
 
@@ -47,7 +48,46 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class RedisServer:
+_Server = TypeVar("_Server", bound="Restartable")
+
+
+class Restartable:
+    """Servers that ``start()`` brings up (returning self), ``stop()`` takes down
+    keeping their ports, and ``close()`` ends for good; a context manager, with
+    ``down()`` for outage hooks."""
+
+    def start(self: _Server) -> _Server:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def down(self) -> Iterator[None]:
+        """Stop for the block, then start again on the same ports."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+    def __enter__(self: _Server) -> _Server:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class RedisServer(Restartable):
     """One redis-server process; ``extra`` are more config lines (e.g. "cluster-enabled yes")."""
 
     def __init__(self, port: int | None = None, *, extra: list[str] | None = None) -> None:
@@ -129,20 +169,3 @@ class RedisServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
-
-    @contextlib.contextmanager
-    def down(self) -> Iterator[None]:
-        """Stop the server for the block, then start it again on the same port."""
-        self.stop()
-        try:
-            yield
-        finally:
-            self.start()
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        self.close()
