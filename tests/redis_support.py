@@ -6,12 +6,13 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from storekit.reference.redis_server import RedisServerMissing, redis_server_path
+from storekit.reference.redis_server import RedisServer, RedisServerMissing, redis_server_path
 
 
 def need_redis_server() -> None:
@@ -20,6 +21,25 @@ def need_redis_server() -> None:
         redis_server_path()
     except RedisServerMissing as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    """A redis-server of the test module's own, on a free loopback port."""
+    need_redis_server()
+    with RedisServer() as started:
+        yield started
+
+
+@pytest.fixture
+def raw(server: RedisServer) -> Iterator[Any]:
+    """A plain redis-py client (``redis.Redis``) on ``server``, its database emptied first."""
+    import redis  # an extra: only the Redis tests need it
+
+    client = redis.Redis.from_url(server.url)
+    client.flushdb()
+    yield client
+    client.close()
 
 
 def clean_env() -> dict[str, str]:

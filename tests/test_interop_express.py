@@ -23,7 +23,6 @@ from urllib.parse import parse_qsl, unquote
 
 import pytest
 import redis
-from redis_support import need_redis_server
 
 from storekit.reference.redis import RedisStore
 from storekit.reference.redis_server import RedisServer
@@ -73,13 +72,6 @@ def python_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> I
     body = {"id": session.id, "data": {k: v for k, v in session.items() if k != "cookie"}}
     start_response("200 OK", [("Content-Type", "application/json")])
     return [json.dumps(body).encode()]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    need_redis_server()
-    with RedisServer() as started:
-        yield started
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,21 +17,6 @@ from storekit.conformance.linearizability import Kind, Operation, check_history
 from storekit.reference._redis_serve import RedisClusterServers
 from storekit.reference.redis import AsyncRedisStore, CorruptSession, RedisStore
 from storekit.reference.redis_server import RedisServer
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    need_redis_server()
-    with RedisServer() as started:
-        yield started
-
-
-@pytest.fixture
-def raw(server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(server.url)
-    client.flushdb()
-    yield client
-    client.close()
 
 
 async def lifecycle(store: AsyncRedisStore) -> None:

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import redis
-from redis_support import need_redis_server
 
 from storekit import InvalidSessionData, InvalidSessionId, StoreUnavailable, expires_in
 from storekit.codec import encode_session, format_expires
@@ -20,21 +19,6 @@ from storekit.reference.redis import CorruptSession, RedisStore, namespace_prefi
 from storekit.reference.redis_server import RedisServer
 
 DAY_MS = 86_400_000
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    need_redis_server()
-    with RedisServer() as started:
-        yield started
-
-
-@pytest.fixture
-def raw(server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(server.url)
-    client.flushdb()
-    yield client
-    client.close()
 
 
 @pytest.fixture
