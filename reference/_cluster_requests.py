@@ -22,6 +22,7 @@ from storekit.codec import (
     DEFAULT_MAX_SESSION_BYTES,
     MAX_SID_LENGTH,
     check_sid,
+    check_ttl,
     decode_session,
     encode_session,
     parse_expires,
@@ -110,10 +111,8 @@ class Requests:
                 f"namespace {cut(namespace)} is {len(ns)} bytes of UTF-8; at most "
                 f"{wire.MAX_NAMESPACE_BYTES} fit (use a shorter name)"
             )
-        if default_ttl is not None and default_ttl <= 0:
-            raise ValueError(f"default_ttl must be a positive number of seconds or None, got {default_ttl!r}")
         self.namespace = ns
-        self.default_ttl = default_ttl
+        self.default_ttl = check_ttl("default_ttl", default_ttl)
         self.max_session_bytes = max_session_bytes
         self.clock = clock
         self.length = wire.encode_request(wire.LENGTH, ns)

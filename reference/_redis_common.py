@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from storekit.codec import DEFAULT_MAX_SESSION_BYTES, check_sid, decode_session, session_expiry
+from storekit.codec import DEFAULT_MAX_SESSION_BYTES, check_sid, check_ttl, decode_session, session_expiry
 from storekit.contract import Session
 from storekit.errors import InvalidSessionData, StoreError, StoreUnavailable, cut
 
@@ -116,11 +116,7 @@ class Expiry:
     """Milliseconds to live for a session, from its ``cookie.expires`` or the default TTL."""
 
     def __init__(self, ttl: float | None, clock: Callable[[], float]) -> None:
-        if ttl is not None and not (isinstance(ttl, (int, float)) and math.isfinite(ttl) and ttl > 0):
-            raise ValueError(
-                f"ttl must be a positive number of seconds or None (no expiry), got {cut(ttl)}; "
-                "connect-redis turns ttl=0 into one day, storekit refuses it"
-            )
+        ttl = check_ttl("ttl", ttl, hint="; connect-redis turns ttl=0 into one day, storekit refuses it")
         self.ttl_ms = None if ttl is None else max(1, math.ceil(ttl * 1000))
         self.clock = clock
 

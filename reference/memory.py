@@ -16,6 +16,7 @@ from collections.abc import Callable
 from storekit.codec import (
     DEFAULT_MAX_SESSION_BYTES,
     check_sid,
+    check_ttl,
     decode_session,
     encode_session,
     session_expiry,
@@ -79,9 +80,7 @@ class MemoryStore:
         namespace: str = "",
         _shelf: _Shelf | None = None,
     ) -> None:
-        if default_ttl is not None and default_ttl <= 0:
-            raise ValueError(f"default_ttl must be a positive number of seconds or None, got {default_ttl!r}")
-        self.default_ttl = default_ttl
+        self.default_ttl = check_ttl("default_ttl", default_ttl)
         self.max_session_bytes = max_session_bytes
         self.clock = clock
         self.name = namespace

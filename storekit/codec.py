@@ -28,6 +28,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_SID_LENGTH",
     "check_sid",
+    "check_ttl",
     "decode_session",
     "encode_session",
     "encode_strictly",
@@ -76,6 +77,19 @@ def check_sid(sid: object, *, max_length: int = MAX_SID_LENGTH) -> str:
             f"session ID {cut(sid)} contains a lone surrogate and is not valid Unicode text", sid
         ) from None
     return sid
+
+
+def check_ttl(name: str, value: object, *, hint: str = "") -> float | None:
+    """Return ``value`` if it is a time to live a store can use: ``None`` (no
+    expiry) or a finite number of seconds above zero; else raise ValueError
+    naming ``name`` and the value, followed by ``hint``."""
+    if value is None:
+        return None
+    if not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
+        return value
+    raise ValueError(
+        f"{name} must be a positive number of seconds or None (no expiry), got {cut(value)}{hint}"
+    )
 
 
 def _where(path: list[Any]) -> str:

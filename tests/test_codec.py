@@ -19,6 +19,7 @@ from storekit.codec import (
     DEFAULT_MAX_SESSION_BYTES,
     MAX_DEPTH,
     check_sid,
+    check_ttl,
     decode_session,
     encode_session,
     expires_in,
@@ -203,3 +204,14 @@ def test_decode_session_reads_what_json_loads_reads_and_refuses_the_rest() -> No
     for broken in (b'{"a":1} x', b'{"a":', b"", b"\xff{}"):
         with pytest.raises(ValueError):  # json.JSONDecodeError, UnicodeDecodeError: both ValueErrors
             decode_session(broken)
+
+
+def test_check_ttl_takes_none_or_positive_seconds_and_names_the_rest() -> None:
+    assert check_ttl("ttl", None) is None
+    assert check_ttl("ttl", 30) == 30
+    assert check_ttl("ttl", 0.5) == 0.5
+    for bad in (0, -1, math.nan, math.inf, True, "60", [60]):
+        with pytest.raises(ValueError, match="default_ttl must be a positive number of seconds or None"):
+            check_ttl("default_ttl", bad)
+    with pytest.raises(ValueError, match=r"; ask for 1 or more$"):
+        check_ttl("ttl", 0, hint="; ask for 1 or more")
