@@ -18,11 +18,12 @@ import hashlib
 import hmac
 import re
 import secrets as _secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from email.utils import formatdate
 from urllib.parse import quote, unquote
 
-from storekit.errors import cut
+from storekit.codec import check_sid
+from storekit.errors import InvalidSessionId, cut
 
 __all__ = [
     "SAME_SITE",
@@ -35,6 +36,7 @@ __all__ = [
     "set_cookie_header",
     "sign",
     "signature",
+    "signed_sids",
     "unsign",
 ]
 
@@ -141,6 +143,19 @@ def unsign(value: str, keys: Sequence[bytes]) -> str | None:
     for key in keys:  # try every key, so timing does not tell which one matched
         found |= hmac.compare_digest(signature(sid, key).encode("ascii"), given_bytes)
     return sid if found else None
+
+
+def signed_sids(values: Iterable[str], keys: Sequence[bytes]) -> Iterator[str]:
+    """The sids inside cookie ``values`` that one of ``keys`` signed and that a
+    store can keep (``check_sid``), in order; every other value is skipped."""
+    for value in values:
+        sid = unsign(value, keys)
+        if sid is None:
+            continue
+        try:
+            yield check_sid(sid)
+        except InvalidSessionId:
+            continue
 
 
 def cookie_values(header: str | None, name: str) -> list[str]:

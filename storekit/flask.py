@@ -38,8 +38,7 @@ from werkzeug.datastructures import CallbackDict
 
 from storekit.codec import check_sid, format_expires
 from storekit.contract import Store, SupportsTouch, require_sync_store
-from storekit.cookie import check_secrets, cookie_values, generate_sid, sign, unsign
-from storekit.errors import InvalidSessionId
+from storekit.cookie import check_secrets, cookie_values, generate_sid, sign, signed_sids
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -136,14 +135,7 @@ class StoreSessionInterface(SessionInterface):
         keys = self._keys(app)
         if keys is None:
             return None  # Flask's NullSession says to set a secret key
-        for value in cookie_values(request.headers.get("Cookie"), self.get_cookie_name(app)):
-            sid = unsign(value, keys)
-            if sid is None:
-                continue
-            try:
-                check_sid(sid)
-            except InvalidSessionId:
-                continue
+        for sid in signed_sids(cookie_values(request.headers.get("Cookie"), self.get_cookie_name(app)), keys):
             record = self.store.get(sid)
             if record is None:  # expired or destroyed: never adopt the client's sid
                 return self.session_class(None, check_sid(self.genid()), new=True, cookie_sid=sid)

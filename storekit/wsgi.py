@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from storekit import groups as _groups
-from storekit.codec import check_sid
 from storekit.contract import Store, SupportsTouch, require_sync_store
 from storekit.cookie import (
     cookie_values,
@@ -25,9 +24,8 @@ from storekit.cookie import (
     generate_sid,
     set_cookie_header,
     sign,
-    unsign,
+    signed_sids,
 )
-from storekit.errors import InvalidSessionId
 from storekit.options import DEFAULT_GROUP_TTL, SessionConfig, request_is_secure
 from storekit.session import Session, decide
 
@@ -125,14 +123,7 @@ class SessionMiddleware:
         counts as no cookie: a client never chooses its sid.
         """
         values = cookie_values(cookie_header, self.config.cookie_name)
-        for value in values:
-            sid = unsign(value, self.config.keys)
-            if sid is None:
-                continue
-            try:
-                check_sid(sid)
-            except InvalidSessionId:
-                continue
+        for sid in signed_sids(values, self.config.keys):
             if not sid.startswith(_groups.GROUP_PREFIX):
                 return sid, True
         return None, bool(values)

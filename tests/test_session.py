@@ -16,6 +16,7 @@ from storekit.cookie import (
     generate_sid,
     set_cookie_header,
     sign,
+    signed_sids,
     unsign,
 )
 from storekit.groups import GROUPS_KEY, groups_due
@@ -518,3 +519,18 @@ def test_a_regenerated_session_is_new() -> None:
     assert decision(session, had=True) == (None, None, True)
     session["user"] = "ada"
     assert decision(session, had=True) == ("set", "set", True)
+
+
+def test_signed_sids_keeps_only_verified_sids_a_store_can_keep_in_order() -> None:
+    old, new = b"old secret", b"new secret"
+    values = [
+        "garbage",
+        sign("abc", b"someone else's secret"),
+        sign("x" * 2000, new),  # verified, but longer than any store keeps
+        sign("second", old),
+        "s:first.tampered",
+        sign("third", new),
+    ]
+    assert list(signed_sids(values, (new, old))) == ["second", "third"]
+    assert list(signed_sids(values, (new,))) == ["third"]
+    assert list(signed_sids([], (new,))) == []
