@@ -3,9 +3,8 @@ request frames, and what the replies mean.
 
 :class:`Requests` validates with the rules of :mod:`storekit.codec` and builds
 frames for the blocking :class:`ClusterStore` and its asyncio twin alike.
-Sessions are encoded by ``storekit.codec.encode_session`` (whose fast path
-costs one run of json's C encoder and a scan of its output) and decoded by
-``storekit.codec.decode_session``.
+Sessions are encoded by ``storekit.codec.encode_session`` and decoded by
+``storekit.codec.decode_session`` (both on orjson where it is installed).
 """
 
 from __future__ import annotations
@@ -155,8 +154,7 @@ class Requests:
         """The result of get; ``reply`` is the whole frame, length prefix included."""
         status = reply[4]
         if status == wire.FOUND:
-            text = str(memoryview(reply)[_JSON_START:], "utf-8")  # one copy, not two
-            return decode_session(text)
+            return decode_session(reply[_JSON_START:])
         if status == wire.MISSING:
             return None
         return _unexpected(reply)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import json.scanner
+import marshal
 import math
 import re
 import time
@@ -22,6 +23,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from storekit.errors import InvalidSessionData, InvalidSessionId, cut
+
+_orjson_dumps: Callable[[Any], bytes] | None
+_orjson_loads: Callable[[bytes], Any] | None
+try:
+    from orjson import dumps as _orjson_dumps
+    from orjson import loads as _orjson_loads
+except ImportError:  # an interpreter orjson does not support: the json module does the work
+    _orjson_dumps = _orjson_loads = None
 
 __all__ = [
     "DEFAULT_MAX_SESSION_BYTES",
@@ -181,25 +190,71 @@ def encode_session(session: object, *, max_bytes: int = DEFAULT_MAX_SESSION_BYTE
     ``max_bytes`` (set.4), and strings that are not valid Unicode. What comes
     back from :func:`decode_session` equals ``json.loads(json.dumps(session))``.
 
-    The common case costs one run of the C encoder and a scan of its output
-    for keys it may have converted; anything the scan cannot vouch for goes
-    through :func:`encode_strictly`, which accepts it or names the problem.
+    The common case takes a fast path (orjson's encoder where it is
+    installed, else json's C encoder) that either vouches for its output or
+    gives up; anything it gives up on goes through :func:`encode_strictly`,
+    which accepts it or names the problem.
     """
     if type(session) is dict:
-        try:
-            text = "".join(_encode_chunks(session, 0))
-            data = text.encode("utf-8")
-        except (TypeError, ValueError, RecursionError, UnicodeEncodeError):
-            pass
-        else:
-            if (
-                len(data) <= max_bytes
-                and (_MAYBE_CONVERTED_KEY.search(text) is None or _CONVERTED_KEY.search(text) is None)
-                # nesting n deep takes 2n brackets: only a long text can be too deep
-                and (len(text) < 2 * MAX_DEPTH or text.count("{") + text.count("[") < MAX_DEPTH)
-            ):
-                return data
+        data = _encode_fast(session)
+        if data is not None and len(data) <= max_bytes:
+            return data
     return encode_strictly(session, max_bytes=max_bytes)
+
+
+def _encode_with_orjson(session: dict[Any, Any]) -> bytes | None:
+    """orjson's encoding of ``session`` if it is what json would write, else None.
+
+    orjson accepts values json refuses (UUIDs, enum members, dataclasses,
+    datetimes) and writes NaN and infinity as ``null``. marshal writes the
+    builtin types and refuses every other type, subclasses included, so once
+    it has taken the session (at C speed; its output is thrown away), orjson
+    either raises (sets, bytes, complex numbers, keys that are not str, ints
+    beyond 64 bits, lone surrogates, cycles, nesting past 254 levels) or
+    writes the value json would write. The one exception is a non-finite
+    float, which comes out as ``null``: a text with ``null`` in it has its
+    floats checked.
+    """
+    assert _orjson_dumps is not None
+    try:
+        marshal.dumps(session)
+        data = _orjson_dumps(session)
+    except (TypeError, ValueError):
+        return None
+    if b"null" in data and not _floats_finite(session):
+        return None
+    return data
+
+
+def _floats_finite(session: dict[Any, Any]) -> bool:
+    """Whether every float in ``session`` (builtin types only, no cycles) is finite."""
+    stack: list[Any] = [session]
+    while stack:
+        container = stack.pop()
+        for item in container.values() if type(container) is dict else container:
+            kind = type(item)
+            if kind is float:
+                if item - item != 0.0:  # inf - inf and nan - nan are nan
+                    return False
+            elif kind is dict or kind is list or kind is tuple:
+                stack.append(item)
+    return True
+
+
+def _encode_with_json(session: dict[Any, Any]) -> bytes | None:
+    """json's C encoder's output for ``session``, unless a key may have been
+    converted or the nesting may be too deep; then None."""
+    try:
+        text = "".join(_encode_chunks(session, 0))
+        data = text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError, UnicodeEncodeError):
+        return None
+    if _MAYBE_CONVERTED_KEY.search(text) is not None and _CONVERTED_KEY.search(text) is not None:
+        return None
+    # nesting n deep takes 2n brackets: only a long text can be too deep
+    if len(text) >= 2 * MAX_DEPTH and text.count("{") + text.count("[") >= MAX_DEPTH:
+        return None
+    return data
 
 
 def encode_strictly(session: object, *, max_bytes: int = DEFAULT_MAX_SESSION_BYTES) -> bytes:
@@ -225,13 +280,51 @@ def encode_strictly(session: object, *, max_bytes: int = DEFAULT_MAX_SESSION_BYT
     return data
 
 
+_encode_fast: Callable[[dict[Any, Any]], bytes | None] = (
+    _encode_with_json if _orjson_dumps is None else _encode_with_orjson
+)
+
+_DIGITS = bytes(48 if 48 <= i <= 57 else 120 for i in range(256))  # digits to "0", the rest to "x"
+_LONG_NUMBER = b"0" * 19
+
+
 def decode_session(data: bytes | str) -> dict[str, Any]:
     """Decode what :func:`encode_session` produced.
 
-    Compact JSON, as encode_session writes it, goes straight to the scanner
-    inside ``json.loads``; anything else (whitespace around it, a syntax
-    error, not an object) takes ``json.loads``'s own path and its errors.
+    The result equals ``json.loads(data)``'s, and so do the errors. orjson
+    decodes where it is installed and agrees; where it may not (a run of 19
+    digits or more could be an int beyond 64 bits, which orjson turns into a
+    float), or where it refuses the text, json decides.
     """
+    if _orjson_loads is not None:
+        found = _decode_with_orjson(data)
+        if found is not None:
+            return found
+    return _decode_with_json(data)
+
+
+def _decode_with_orjson(data: bytes | str) -> dict[str, Any] | None:
+    assert _orjson_loads is not None
+    if isinstance(data, str):
+        try:
+            raw = data.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+    else:
+        raw = bytes(data)  # no copy of a bytes object
+    if _LONG_NUMBER in raw.translate(_DIGITS):
+        return None
+    try:
+        found = _orjson_loads(raw)
+    except ValueError:
+        return None
+    return found if type(found) is dict else None
+
+
+def _decode_with_json(data: bytes | str) -> dict[str, Any]:
+    """Compact JSON, as encode_session writes it, goes straight to the scanner
+    inside ``json.loads``; anything else (whitespace around it, a syntax
+    error, not an object) takes ``json.loads``'s own path and its errors."""
     text = data.decode("utf-8") if isinstance(data, bytes) else data
     try:
         found, end = _scan_once(text, 0)

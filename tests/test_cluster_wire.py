@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from storekit.codec import encode_session, encode_strictly, session_expiry
+from storekit.codec import session_expiry
 from storekit.errors import InvalidSessionData
 from storekit.reference import _cluster_wire as wire
 from storekit.reference._cluster_requests import Requests
@@ -167,47 +164,6 @@ def test_stale_bucket_slots_are_compacted() -> None:
         state.set(b"", b"same", _value(clock.now + 3600 + i, {}))
     space = state.spaces[b""]
     assert space.refs <= 2 * len(space.entries) + 1024
-
-
-_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(),
-    st.floats(),  # NaN and infinity included: both paths must refuse them
-    st.text(alphabet=st.characters(blacklist_categories=())),  # lone surrogates included
-    st.binary(max_size=3),
-)
-_keys = st.one_of(
-    st.text(max_size=4),
-    st.sampled_from(["1", "-2", "1.5", "1e+16", "true", "false", "null", '{"1":', ',"x":', "\\", '"']),
-    st.sampled_from(["a1", "x-1e5", "untrue", "nullnull", "e", "l", "name", 'q"1', "1\\"]),  # str keys
-    st.integers(),
-    st.booleans(),
-    st.none(),
-    st.floats(),
-)
-_values = st.recursive(
-    _scalars,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4),
-        st.tuples(inner, inner),
-        st.dictionaries(_keys, inner, max_size=4),
-    ),
-    max_leaves=12,
-)
-
-
-@settings(max_examples=400, deadline=None)
-@given(st.dictionaries(_keys, _values, max_size=5))
-def test_the_fast_encoder_agrees_with_the_strict_one(session: dict[Any, Any]) -> None:
-    """encode_session's fast path accepts exactly what the strict path accepts, byte for byte."""
-    try:
-        expected = encode_strictly(session, max_bytes=200)
-    except InvalidSessionData:
-        with pytest.raises(InvalidSessionData):
-            encode_session(session, max_bytes=200)
-    else:
-        assert encode_session(session, max_bytes=200) == expected
 
 
 def test_the_expiry_cache_agrees_with_the_codec() -> None:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import datetime
 import decimal
+import enum
 import importlib
 import json
 import json.encoder
 import math
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storekit import InvalidSessionData, InvalidSessionId, codec
@@ -22,6 +27,7 @@ from storekit.codec import (
     check_ttl,
     decode_session,
     encode_session,
+    encode_strictly,
     expires_in,
     format_expires,
     parse_expires,
@@ -180,22 +186,203 @@ def test_expires_in_builds_an_express_shaped_cookie() -> None:
     }
 
 
-def test_the_pure_python_encoder_gives_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On an interpreter without json's C accelerator, encode_session falls back to JSONEncoder."""
+def canonical(data: bytes | str) -> str:
+    """JSON text, rewritten by json itself: equal for equal values, floats to the last bit."""
+    return json.dumps(json.loads(data), ensure_ascii=True)
+
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),  # beyond 64 bits too
+    st.floats(),  # NaN and infinity included: every path must refuse them
+    st.text(alphabet=st.characters(blacklist_categories=())),  # lone surrogates included
+    st.binary(max_size=3),
+)
+_keys = st.one_of(
+    st.text(max_size=4),
+    st.sampled_from(["1", "-2", "1.5", "1e+16", "true", "false", "null", '{"1":', ',"x":', "\\", '"']),
+    st.sampled_from(["a1", "x-1e5", "untrue", "nullnull", "e", "l", "name", 'q"1', "1\\"]),  # str keys
+    st.integers(),
+    st.booleans(),
+    st.none(),
+    st.floats(),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.tuples(inner, inner),
+        st.dictionaries(_keys, inner, max_size=4),
+    ),
+    max_leaves=12,
+)
+FAST_PATHS = {"orjson": codec._encode_with_orjson, "json": codec._encode_with_json}
+
+
+@pytest.mark.parametrize("fast", FAST_PATHS.values(), ids=FAST_PATHS.keys())
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_keys, _values, max_size=5))
+def test_each_fast_path_vouches_only_for_what_the_strict_path_writes(
+    fast: Callable[[dict[Any, Any]], bytes | None], session: dict[Any, Any]
+) -> None:
+    """A fast path gives up (None) on whatever the strict path refuses, and
+    what it writes decodes to what the strict path's text decodes to."""
+    try:
+        expected = encode_strictly(session, max_bytes=1 << 20)
+    except InvalidSessionData:
+        assert fast(session) is None
+        with pytest.raises(InvalidSessionData):
+            encode_session(session)
+        return
+    written = fast(session)
+    if written is not None:
+        assert canonical(written) == canonical(expected)
+    assert canonical(encode_session(session)) == canonical(expected)
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+class Name(str):
+    pass
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+
+
+def cyclic() -> list[Any]:
+    loop: list[Any] = []
+    loop.append(loop)
+    return loop
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        uuid.UUID(int=7),
+        Colour.RED,
+        Point(1),
+        datetime.datetime(2026, 1, 1),
+        datetime.time(1, 2),
+        math.nan,
+        -math.inf,
+        [None, 1.5, [math.inf]],  # a null beside the non-finite float
+        2**64,
+        -(2**63) - 1,
+        {1: "a"},
+        {"a": {None: 1}},
+        {"\ud800": 1},
+        "x\udc80",
+        {1, 2},
+        b"x",
+        1j,
+        cyclic(),
+        nested(300),
+        nested(MAX_DEPTH + 1),
+        ...,
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("fast", FAST_PATHS.values(), ids=FAST_PATHS.keys())
+def test_values_where_orjson_and_json_differ_get_json_semantics(
+    fast: Callable[[dict[Any, Any]], bytes | None], value: object
+) -> None:
+    """orjson writes UUIDs, enum members, dataclasses and datetimes, and NaN as null;
+    json refuses them. Whatever either fast path does, the session gets json's answer."""
+    session = {"v": value, "note": None}
+    try:
+        expected = canonical(encode_strictly(session))
+    except InvalidSessionData:
+        assert fast(session) is None
+        with pytest.raises(InvalidSessionData):
+            encode_session(session)
+    else:
+        written = fast(session)
+        assert written is None or canonical(written) == expected
+        assert canonical(encode_session(session)) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [Level.HIGH, Name("n"), collections.OrderedDict(a=1), (1, [2]), 2**63, -(2**63), 2**64 - 1, -0.0, 5e-324],
+    ids=repr,
+)
+def test_what_json_accepts_comes_back_as_json_would_give_it(value: object) -> None:
+    session = {"v": value}
+    assert canonical(encode_session(session)) == json.dumps(json.loads(json.dumps(session)))
+
+
+def test_without_json_accelerator_the_json_fast_path_writes_the_same_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On an interpreter without json's C accelerator (and without orjson), the
+    json fast path falls back to JSONEncoder."""
     session = {"cookie": {"expires": "2030-01-01T00:00:00.000Z"}, "é": [1, 2.5, None, True], "1": {}}
-    expected = codec.encode_session(session)
+    expected = codec._encode_with_json(session)
     monkeypatch.setattr(json.encoder, "c_make_encoder", None)
     try:
         fallback = importlib.reload(codec)
-        assert fallback.encode_session(session) == expected
-        with pytest.raises(InvalidSessionData):
-            fallback.encode_session({1: "a"})
+        assert fallback._encode_with_json(session) == expected
+        assert fallback._encode_with_json({1: "a"}) is None
     finally:
         monkeypatch.undo()
         importlib.reload(codec)
 
 
-def test_decode_session_reads_what_json_loads_reads_and_refuses_the_rest() -> None:
+@pytest.fixture(params=["orjson", "json"])
+def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """decode_session with orjson, and as it runs where orjson is not installed."""
+    if request.param == "json":
+        monkeypatch.setattr(codec, "_orjson_loads", None)
+    else:
+        assert codec._orjson_loads is not None, "orjson is a dependency on CPython: pip install orjson"
+    return str(request.param)
+
+
+_json_texts = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(alphabet=st.characters(blacklist_categories=())),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12,
+).map(lambda value: json.dumps({"v": value}, ensure_ascii=True))
+
+
+# the fixture only chooses the decoder, the same for every input
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=_json_texts)
+def test_decode_session_gives_what_json_loads_gives(decoder: str, text: str) -> None:
+    """Big ints stay ints, floats keep every bit, escaped lone surrogates and NaN are read."""
+    for data in (text, text.encode()):
+        assert json.dumps(decode_session(data)) == json.dumps(json.loads(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"a":18446744073709551616}',
+        b'{"a":-9223372036854775809}',
+        b'{"a":1e400}',
+        b'{"a":"\\ud800"}',
+        b'{"a":NaN}',
+    ],
+)
+def test_decode_session_keeps_what_orjson_would_change_or_refuse(decoder: str, text: bytes) -> None:
+    assert json.dumps(decode_session(text)) == json.dumps(json.loads(text))
+    assert type(decode_session(b'{"a":18446744073709551616}')["a"]) is int
+
+
+def test_decode_session_reads_what_json_loads_reads_and_refuses_the_rest(decoder: str) -> None:
     compact = b'{"a":[1,2.5,null,true],"\\u00e9":"\xc3\xa9"}'
     assert decode_session(compact) == {"a": [1, 2.5, None, True], "é": "é"}
     assert decode_session(' \n{"a": 1}\t') == {"a": 1}  # written by hand, say: not the scanner's path
