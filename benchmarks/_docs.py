@@ -1,8 +1,14 @@
-"""Writing a benchmark's results into its own section of docs/benchmarks.md."""
+"""Writing a benchmark's results into its own section of docs/benchmarks.md, and the
+paired ratios they report."""
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def write_section(path: Path, heading: str, section: str) -> None:
@@ -16,3 +22,13 @@ def write_section(path: Path, heading: str, section: str) -> None:
         end = text.find("\n## ", start + 1)
         text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
     path.write_text(text)
+
+
+def paired(a: Sequence[T], b: Sequence[T], ratio: Callable[[T, T], float]) -> str:
+    """The median and range of ``ratio(a, b)`` over rounds: each round measures both back to
+    back, so a drift of the machine's speed during the run cancels out of every ratio."""
+    try:
+        ratios = sorted(ratio(x, y) for x, y in zip(a, b, strict=True))
+    except ZeroDivisionError:  # a run that served nothing, or used less than one clock tick
+        return "n/a"
+    return f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})"

@@ -4,12 +4,17 @@ Worker processes (1, 2 and 4) get and set ~1 KB sessions, each on its own
 sids, for a fixed time; every operation is timed. The peers, each doing the
 same JSON work a session store must do:
 
-* ``cluster``: storekit's ClusterStore (strict validation + JSON, server in this process);
-* ``manager``: ``multiprocessing.Manager().dict()`` holding JSON strings;
+* ``cluster``: storekit's ClusterStore (storekit.codec's checked JSON, server in this process);
+* ``manager``: ``multiprocessing.Manager().dict()`` holding JSON text;
 * ``redis``: redis-py against a redis-server this script starts on a free
   loopback port, without persistence;
 * ``raw``: the floor: a Python client and a thread-per-connection Python server
   exchanging the same byte counts over a Unix socket, with no work at all.
+
+The manager and redis peers encode with the standard library's json unless
+``--peer-codec storekit`` gives them storekit.codec, ClusterStore's own JSON
+work (the contract's checks, and orjson where it is installed), which leaves
+only the transports to compare.
 
 Then the resident memory of a cluster server holding 1,000,000 sessions of
 200 bytes. ``--write docs/benchmarks.md`` replaces the "ClusterStore" section.
@@ -40,8 +45,18 @@ from storekit.reference import cluster
 from storekit.reference._cluster_requests import Requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _docs import write_section
-from bench_cluster_peers import BACKENDS, ORDER, SESSION, SIDS_PER_WORKER, Backend, Client, ctx
+from _docs import paired, write_section
+from bench_cluster_peers import (
+    BACKENDS,
+    CODECS,
+    ORDER,
+    SESSION,
+    SIDS_PER_WORKER,
+    Backend,
+    Client,
+    ctx,
+    use_codec,
+)
 
 # --- measuring ---
 
@@ -189,15 +204,23 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+Cell = dict[str, float]
+
+
 def report(
-    results: dict[tuple[str, str, int], dict[str, float]], mem: dict[str, float] | None, meta: dict[str, str]
+    runs: dict[tuple[str, str, int], list[Cell]], mem: dict[str, float] | None, meta: dict[str, str]
 ) -> str:
+    results = {
+        key: sorted(cells, key=lambda cell: cell["ops"])[len(cells) // 2] for key, cells in runs.items()
+    }
     lines = [
-        "## ClusterStore",
+        meta["section"],
         "",
         f"Machine: {meta['machine']}. Load average before/after: {meta['load_before']} / "
         f"{meta['load_after']} (the machine is shared with other work).",
         f"Command: `{meta['command']}`; {meta['seconds']} s per cell and round, {meta['rounds']} rounds.",
+        "",
+        f"Peers' JSON: {meta['peer_codec']}.",
         "",
         "Each cell is the median (by ops/s) of the rounds, the backends taking turns in every round.",
         "CPU columns: CPU time per operation while timing, of the worker processes and of the server",
@@ -213,27 +236,34 @@ def report(
             f"| {backend} | {op} | {workers} | {r['ops']:,.0f} | {r['p50']:.0f} | {r['p99']:.0f} "
             f"| {r['client_cpu']:.0f} | {r['server_cpu']:.0f} |"
         )
-    lines += ["", "Against the targets of issue 3:", ""]
+    lines += [
+        "",
+        "Against the targets of issue 3; each ratio is the median of the rounds' ratios (lowest-highest),",
+        "the two backends measured back to back in every round:",
+        "",
+    ]
     for op in ("get", "set"):
-        c4, c1 = results.get(("cluster", op, 4)), results.get(("cluster", op, 1))
-        m4, r4, raw1 = (
-            results.get(("manager", op, 4)),
-            results.get(("redis", op, 4)),
-            results.get(("raw", op, 1)),
-        )
-        for peer, name, target in ((m4, "Manager().dict()", 1.5), (r4, "redis-py", 2)):
-            if c4 and peer:
+        cluster4, cluster1 = runs.get(("cluster", op, 4)), runs.get(("cluster", op, 1))
+        for peer, name, target in (("manager", "Manager().dict()", 1.5), ("redis", "redis-py", 2)):
+            other = runs.get((peer, op, 4))
+            if cluster4 and other:
+                ops = paired(cluster4, other, lambda c, p: c["ops"] / p["ops"])
+                cpu = paired(cluster4, other, lambda c, p: _cpu_per_op(p) / _cpu_per_op(c))
                 lines.append(
-                    f"- {op}, 4 workers: {c4['ops'] / peer['ops']:.2f}x {name} (target >= {target}x); "
-                    f"CPU per operation, clients + server: {_cpu_per_op(c4):.0f} µs against "
-                    f"{_cpu_per_op(peer):.0f} µs ({_cpu_per_op(peer) / _cpu_per_op(c4):.2f}x when CPU-bound)"
+                    f"- {op}, 4 workers: {ops} times {name}'s throughput (target >= {target}x); CPU per "
+                    f"operation, clients + server: {_cpu_per_op(results['cluster', op, 4]):.0f} µs against "
+                    f"{_cpu_per_op(results[peer, op, 4]):.0f} µs (ratio {cpu})"
                 )
-        if c4:
-            lines.append(f"- {op}, 4 workers: p99 {c4['p99']:.0f} µs (target < 1000 µs)")
-        if c1 and raw1:
+        if cluster4:
             lines.append(
-                f"- {op}, 1 worker: p50 {c1['p50']:.0f} µs = {c1['p50'] / raw1['p50']:.2f}x the raw round "
-                f"trip's {raw1['p50']:.0f} µs (target <= 2x)"
+                f"- {op}, 4 workers: p99 {results['cluster', op, 4]['p99']:.0f} µs (target < 1000 µs)"
+            )
+        raw1 = runs.get(("raw", op, 1))
+        if cluster1 and raw1:
+            ratio = paired(cluster1, raw1, lambda c, r: c["p50"] / r["p50"])
+            lines.append(
+                f"- {op}, 1 worker: p50 {results['cluster', op, 1]['p50']:.0f} µs, {ratio} times the raw "
+                f"round trip's {results['raw', op, 1]['p50']:.0f} µs (target <= 2x)"
             )
     if mem:
         lines += [
@@ -259,37 +289,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sessions", type=int, default=1_000_000, help="sessions for the memory test (0: skip)"
     )
-    parser.add_argument("--write", type=Path, help="replace the ClusterStore section of this markdown file")
+    parser.add_argument(
+        "--peer-codec",
+        choices=sorted(CODECS),
+        default="json",
+        help="the JSON the manager and redis peers use",
+    )
+    parser.add_argument("--section", default="## ClusterStore", help="the heading of the section to write")
+    parser.add_argument("--write", type=Path, help="replace the section of this markdown file")
     args = parser.parse_args(argv)
     meta = {
         "machine": machine(),
         "load_before": load(),
         "seconds": f"{args.seconds:g}",
         "rounds": str(args.rounds),
+        "peer_codec": {
+            "json": "the standard library's json (a prebuilt compact encoder, no checks)",
+            "storekit": "storekit.codec, ClusterStore's own (the contract's checks, orjson where installed)",
+        }[args.peer_codec],
+        "section": args.section,
     }
+    use_codec(args.peer_codec)
     meta["command"] = " ".join(["python", "benchmarks/bench_cluster.py", *sys.argv[1:]])
-    results: dict[tuple[str, str, int], dict[str, float]] = {}
+    runs: dict[tuple[str, str, int], list[Cell]] = {}
     names = args.backends.split(",")
     with ExitStack() as stack:
         backends = {name: stack.enter_context(BACKENDS[name]()) for name in names}
         for op in ("get", "set"):
             for workers in map(int, args.workers.split(",")):
-                rounds: dict[str, list[dict[str, float]]] = {name: [] for name in names}
                 for _ in range(args.rounds):
                     for name in names:
-                        rounds[name].append(measure(backends[name], op, workers, args.seconds))
+                        runs.setdefault((name, op, workers), []).append(
+                            measure(backends[name], op, workers, args.seconds)
+                        )
                 for name in names:
-                    r = sorted(rounds[name], key=lambda cell: cell["ops"])[len(rounds[name]) // 2]
-                    results[name, op, workers] = r
+                    cells = runs[name, op, workers]
+                    r = sorted(cells, key=lambda cell: cell["ops"])[len(cells) // 2]
                     print(f"{name:8} {op} x{workers}: {r['ops']:9,.0f} ops/s  p50 {r['p50']:6.0f} µs  "
                           f"p99 {r['p99']:6.0f} µs  cpu {r['client_cpu']:4.0f}+{r['server_cpu']:4.0f} µs/op",
                           flush=True)  # fmt: skip
     mem = memory(args.sessions, 200) if args.sessions else None
     meta["load_after"] = load()
-    text = report(results, mem, meta)
+    text = report(runs, mem, meta)
     print(text)
     if args.write:
-        write_section(args.write, "## ClusterStore", text)
+        write_section(args.write, args.section, text)
     return 0
 
 

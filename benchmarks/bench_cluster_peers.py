@@ -19,10 +19,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from storekit.codec import format_expires
+from storekit.codec import decode_session, encode_session, format_expires
 from storekit.reference import cluster
 
-__all__ = ["BACKENDS", "ORDER", "SESSION", "SIDS_PER_WORKER", "Backend", "Client", "ctx"]
+__all__ = [
+    "BACKENDS",
+    "CODECS",
+    "ORDER",
+    "SESSION",
+    "SIDS_PER_WORKER",
+    "Backend",
+    "Client",
+    "ctx",
+    "use_codec",
+]
 
 SESSION: dict[str, Any] = {
     "cookie": {"originalMaxAge": 86_400_000, "expires": format_expires(time.time() + 86_400), "path": "/"},
@@ -31,9 +41,24 @@ SESSION: dict[str, Any] = {
     "flash": "x" * 300,
 }
 SIDS_PER_WORKER = 64
-# The peers get the cheapest JSON the standard library offers: a prebuilt compact encoder.
-dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
-loads = json.loads
+CODECS: dict[str, tuple[Callable[[Any], str | bytes], Callable[[str | bytes], Any]]] = {
+    # the cheapest JSON the standard library offers: a prebuilt compact encoder, no checks
+    "json": (
+        json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode,
+        json.loads,
+    ),
+    # exactly ClusterStore's JSON work: the contract's checks, orjson where installed
+    "storekit": (encode_session, decode_session),
+}
+dumps, loads = CODECS["json"]  # the peers' codec; use_codec() changes it before workers fork
+
+
+def use_codec(name: str) -> None:
+    """Make the peers encode and decode with ``CODECS[name]``."""
+    global dumps, loads
+    dumps, loads = CODECS[name]
+
+
 Client = tuple[Callable[[str], Any], Callable[[str, Any], None]]
 Backend = tuple[Callable[[], Client], Callable[[], float]]  # client factory, server CPU seconds so far
 ctx = multiprocessing.get_context("fork")

@@ -37,7 +37,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _docs import write_section  # noqa: E402
+from _docs import paired, write_section  # noqa: E402
 from loadgen import run_load, run_load_parallel, source_addresses  # noqa: E402
 
 from storekit.reference.sticky import StickyServer  # noqa: E402
@@ -283,8 +283,8 @@ def report(args: argparse.Namespace, results: Results, command: str, load: str) 
         *([(f"ip-hash kernel / {REDIS_BASELINE}", kernel, REDIS_BASELINE, "baseline")] if redis else []),
     ):
         pairs = [(results[(a, k)], results[(b, k)]) for k in (True, False)]
-        rps_cells = [_paired(x, y, lambda p, q: p[0] / q[0]) for x, y in pairs]
-        cpu_cells = [_paired(x, y, lambda p, q: q[1] / p[1]) for x, y in pairs]  # requests per CPU-second
+        rps_cells = [paired(x, y, lambda p, q: p[0] / q[0]) for x, y in pairs]
+        cpu_cells = [paired(x, y, lambda p, q: q[1] / p[1]) for x, y in pairs]  # requests per CPU-second
         lines.append(f"| {label} | {' | '.join(rps_cells + cpu_cells)} | {target} |")
     lines += [
         "",
@@ -307,20 +307,6 @@ def report(args: argparse.Namespace, results: Results, command: str, load: str) 
         ),
     ]
     return "\n".join(lines) + "\n"
-
-
-def _paired(
-    a: list[tuple[float, float, float]],
-    b: list[tuple[float, float, float]],
-    ratio: Callable[[tuple[float, float, float], tuple[float, float, float]], float],
-) -> str:
-    """The median and range of a/b over rounds: each round measures both back to back, so
-    a drift of the machine's speed during the run cancels out of every ratio."""
-    try:
-        ratios = sorted(ratio(x, y) for x, y in zip(a, b, strict=True))
-    except ZeroDivisionError:  # a run that served nothing, or used less than one clock tick
-        return "n/a"
-    return f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,9 +28,34 @@ def test_benchmark_runs_and_writes_its_section(tmp_path: Path) -> None:
         for op in ("get", "set"):
             assert f"| {backend} | {op} | 4 |" in text
     assert "- set, 4 workers: " in text
-    assert "x Manager().dict() (target >= 1.5x)" in text
+    assert " times Manager().dict()'s throughput (target >= 1.5x)" in text
     assert "- get, 1 worker: p50 " in text
     assert "Memory: a fresh master holding 2,000 live sessions" in text
+    assert "Peers' JSON: the standard library's json" in text
+
+
+def test_peers_can_do_storekits_own_json_work(tmp_path: Path) -> None:
+    target = tmp_path / "benchmarks.md"
+    argv = ["--seconds", "0.2", "--rounds", "2", "--workers", "1", "--backends", "cluster,manager,raw"]
+    argv += [
+        "--sessions",
+        "0",
+        "--peer-codec",
+        "storekit",
+        "--section",
+        "## Same JSON",
+        "--write",
+        str(target),
+    ]
+    try:
+        assert bench_cluster.main(argv) == 0
+    finally:
+        bench_cluster.use_codec("json")
+    text = target.read_text()
+    assert "## Same JSON\n" in text
+    assert "Peers' JSON: storekit.codec" in text
+    assert "| manager | set | 1 |" in text
+    assert "- set, 1 worker: p50 " in text
 
 
 def test_a_worker_that_fails_before_it_is_ready_fails_the_benchmark_without_a_hang() -> None:
