@@ -214,6 +214,10 @@ def _encode_with_orjson(session: dict[Any, Any]) -> bytes | None:
     writes the value json would write. The one exception is a non-finite
     float, which comes out as ``null``: a text with ``null`` in it has its
     floats checked.
+
+    orjson's bytes keep the buffer they were written into (4 KiB at least),
+    which a store that keeps them would hold per session: what is returned
+    is a copy of its own size.
     """
     assert _orjson_dumps is not None
     try:
@@ -223,7 +227,7 @@ def _encode_with_orjson(session: dict[Any, Any]) -> bytes | None:
         return None
     if b"null" in data and not _floats_finite(session):
         return None
-    return data
+    return memoryview(data).tobytes()
 
 
 def _floats_finite(session: dict[Any, Any]) -> bool:

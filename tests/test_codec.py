@@ -11,6 +11,7 @@ import importlib
 import json
 import json.encoder
 import math
+import tracemalloc
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -318,6 +319,19 @@ def test_values_where_orjson_and_json_differ_get_json_semantics(
 def test_what_json_accepts_comes_back_as_json_would_give_it(value: object) -> None:
     session = {"v": value}
     assert canonical(encode_session(session)) == json.dumps(json.loads(json.dumps(session)))
+
+
+@pytest.mark.parametrize("size", [10, 200, 5000])
+def test_encoded_sessions_hold_no_more_memory_than_their_size(size: int) -> None:
+    """A store keeps what encode_session returns: a small session must not pin a big buffer."""
+    session = {"d": "x" * size}
+    tracemalloc.start()
+    try:
+        kept = [encode_session(session) for _ in range(200)]
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held / len(kept) < len(kept[0]) + 200
 
 
 def test_without_json_accelerator_the_json_fast_path_writes_the_same_bytes(
