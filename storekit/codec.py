@@ -190,13 +190,16 @@ def encode_session(session: object, *, max_bytes: int = DEFAULT_MAX_SESSION_BYTE
     ``max_bytes`` (set.4), and strings that are not valid Unicode. What comes
     back from :func:`decode_session` equals ``json.loads(json.dumps(session))``.
 
-    The common case takes a fast path (orjson's encoder where it is
-    installed, else json's C encoder) that either vouches for its output or
-    gives up; anything it gives up on goes through :func:`encode_strictly`,
-    which accepts it or names the problem.
+    The common case takes orjson's path where orjson is installed; what that
+    gives up on (subclasses such as OrderedDict or IntEnum, ints beyond 64
+    bits, and values that are not JSON) takes json's C encoder. Each path
+    vouches for its output or gives up; what both give up on goes through
+    :func:`encode_strictly`, which accepts it or names the problem.
     """
     if type(session) is dict:
-        data = _encode_fast(session)
+        data = None if _orjson_dumps is None else _encode_with_orjson(session)
+        if data is None:
+            data = _encode_with_json(session)
         if data is not None and len(data) <= max_bytes:
             return data
     return encode_strictly(session, max_bytes=max_bytes)
@@ -283,10 +286,6 @@ def encode_strictly(session: object, *, max_bytes: int = DEFAULT_MAX_SESSION_BYT
         )
     return data
 
-
-_encode_fast: Callable[[dict[Any, Any]], bytes | None] = (
-    _encode_with_json if _orjson_dumps is None else _encode_with_orjson
-)
 
 _DIGITS = bytes(48 if 48 <= i <= 57 else 120 for i in range(256))  # digits to "0", the rest to "x"
 _LONG_NUMBER = b"0" * 19

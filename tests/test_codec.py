@@ -334,6 +334,19 @@ def test_encoded_sessions_hold_no_more_memory_than_their_size(size: int) -> None
     assert held / len(kept) < len(kept[0]) + 200
 
 
+@pytest.mark.parametrize(
+    "session",
+    [{"v": collections.OrderedDict(a=1)}, {"v": Level.HIGH}, {"v": Name("n")}, {"v": 2**70}],
+    ids=repr,
+)
+def test_what_orjsons_path_gives_up_on_takes_jsons_fast_path_not_the_strict_walk(
+    session: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert codec._encode_with_orjson(session) is None
+    monkeypatch.setattr(codec, "encode_strictly", pytest.fail)
+    assert canonical(encode_session(session)) == json.dumps(json.loads(json.dumps(session)))
+
+
 def test_without_json_accelerator_the_json_fast_path_writes_the_same_bytes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
