@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -310,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         "section": args.section,
     }
     use_codec(args.peer_codec)
-    meta["command"] = " ".join(["python", "benchmarks/bench_cluster.py", *sys.argv[1:]])
+    meta["command"] = shlex.join(["python", "benchmarks/bench_cluster.py", *sys.argv[1:]])
     runs: dict[tuple[str, str, int], list[Cell]] = {}
     names = args.backends.split(",")
     with ExitStack() as stack:
