@@ -24,13 +24,18 @@ from typing import Any
 
 from storekit.errors import InvalidSessionData, InvalidSessionId, cut
 
-_orjson_dumps: Callable[[Any], bytes] | None
+_orjson_dumps: Callable[..., bytes] | None
 _orjson_loads: Callable[[bytes], Any] | None
 try:
+    from orjson import OPT_PASSTHROUGH_DATACLASS, OPT_PASSTHROUGH_DATETIME, OPT_PASSTHROUGH_SUBCLASS
     from orjson import dumps as _orjson_dumps
     from orjson import loads as _orjson_loads
+
+    # refuse (there is no default) what orjson would otherwise write on its own terms
+    _ORJSON_REFUSE = OPT_PASSTHROUGH_DATACLASS | OPT_PASSTHROUGH_DATETIME | OPT_PASSTHROUGH_SUBCLASS
 except ImportError:  # an interpreter orjson does not support: the json module does the work
     _orjson_dumps = _orjson_loads = None
+    _ORJSON_REFUSE = 0
 
 __all__ = [
     "DEFAULT_MAX_SESSION_BYTES",
@@ -197,26 +202,33 @@ def encode_session(session: object, *, max_bytes: int = DEFAULT_MAX_SESSION_BYTE
     :func:`encode_strictly`, which accepts it or names the problem.
     """
     if type(session) is dict:
-        data = None if _orjson_dumps is None else _encode_with_orjson(session)
+        data = None if _orjson_dumps is None else _encode_with_orjson(session, max_bytes)
         if data is None:
-            data = _encode_with_json(session)
-        if data is not None and len(data) <= max_bytes:
+            data = _encode_with_json(session, max_bytes)
+        if data is not None:
             return data
     return encode_strictly(session, max_bytes=max_bytes)
 
 
-def _encode_with_orjson(session: dict[Any, Any]) -> bytes | None:
-    """orjson's encoding of ``session`` if it is what json would write, else None.
+def _encode_with_orjson(session: dict[Any, Any], max_bytes: int) -> bytes | None:
+    """orjson's encoding of ``session`` if json would accept the session and
+    keep it within ``max_bytes``, else None.
 
-    orjson accepts values json refuses (UUIDs, enum members, dataclasses,
-    datetimes) and writes NaN and infinity as ``null``. marshal writes the
-    builtin types and refuses every other type, subclasses included, so once
-    it has taken the session (at C speed; its output is thrown away), orjson
-    either raises (sets, bytes, complex numbers, keys that are not str, ints
-    beyond 64 bits, lone surrogates, cycles, nesting past 254 levels) or
-    writes the value json would write. The one exception is a non-finite
-    float, which comes out as ``null``: a text with ``null`` in it has its
-    floats checked.
+    orjson writes values json refuses: UUIDs and enum members always,
+    dataclasses, datetimes and subclasses of the builtin types unless told
+    to pass them to a ``default`` (there is none here, so they raise). marshal
+    writes the builtin types and refuses every other type, subclasses
+    included, except an object that exposes a buffer, which orjson refuses
+    in turn; so once both have taken the session (marshal's output is thrown
+    away), orjson has written the value json would write. Two differences
+    remain. A non-finite float comes out as ``null``, so a text with
+    ``null`` in it has its floats checked. And a float's text may differ
+    from ``repr``'s: ``1e-7`` for ``1e-07``, one byte shorter, at most, and
+    only in the exponent form, so a text whose length plus its count of
+    ``e`` is over ``max_bytes`` is left to json, which decides the size
+    exactly as the strict path does. On Python 3.12 and later, where any
+    class can expose a buffer, an enum member whose class does so would be
+    written as its value instead of refused.
 
     orjson's bytes keep the buffer they were written into (4 KiB at least),
     which a store that keeps them would hold per session: what is returned
@@ -225,8 +237,11 @@ def _encode_with_orjson(session: dict[Any, Any]) -> bytes | None:
     assert _orjson_dumps is not None
     try:
         marshal.dumps(session)
-        data = _orjson_dumps(session)
+        data = _orjson_dumps(session, option=_ORJSON_REFUSE)
     except (TypeError, ValueError):
+        return None
+    size = len(data)
+    if size > max_bytes // 2 and size + data.count(b"e") > max_bytes:  # (the count is at most the size)
         return None
     if b"null" in data and not _floats_finite(session):
         return None
@@ -248,13 +263,16 @@ def _floats_finite(session: dict[Any, Any]) -> bool:
     return True
 
 
-def _encode_with_json(session: dict[Any, Any]) -> bytes | None:
-    """json's C encoder's output for ``session``, unless a key may have been
-    converted or the nesting may be too deep; then None."""
+def _encode_with_json(session: dict[Any, Any], max_bytes: int) -> bytes | None:
+    """json's C encoder's output for ``session``, unless it is over
+    ``max_bytes``, a key may have been converted or the nesting may be too
+    deep; then None."""
     try:
         text = "".join(_encode_chunks(session, 0))
         data = text.encode("utf-8")
     except (TypeError, ValueError, RecursionError, UnicodeEncodeError):
+        return None
+    if len(data) > max_bytes:
         return None
     if _MAYBE_CONVERTED_KEY.search(text) is not None and _CONVERTED_KEY.search(text) is not None:
         return None
@@ -291,13 +309,15 @@ _DIGITS = bytes(48 if 48 <= i <= 57 else 120 for i in range(256))  # digits to "
 _LONG_NUMBER = b"0" * 19
 
 
-def decode_session(data: bytes | str) -> dict[str, Any]:
-    """Decode what :func:`encode_session` produced.
+def decode_session(data: bytes | bytearray | str) -> dict[str, Any]:
+    """Decode what :func:`encode_session` produced, or any JSON object in UTF-8.
 
-    The result equals ``json.loads(data)``'s, and so do the errors. orjson
-    decodes where it is installed and agrees; where it may not (a run of 19
-    digits or more could be an int beyond 64 bits, which orjson turns into a
-    float), or where it refuses the text, json decides.
+    The result equals ``json.loads(data)``'s, and so do the errors, with one
+    exception: nesting deeper than ``json.loads`` can follow on the current
+    stack (about 1,000 levels) is read up to orjson's limit of 1,024. orjson
+    decodes where it is installed and agrees with json; where it may not (a
+    run of 19 digits or more could be an int beyond 64 bits, which orjson
+    turns into a float), or where it refuses the text, json decides.
     """
     if _orjson_loads is not None:
         found = _decode_with_orjson(data)
@@ -306,15 +326,17 @@ def decode_session(data: bytes | str) -> dict[str, Any]:
     return _decode_with_json(data)
 
 
-def _decode_with_orjson(data: bytes | str) -> dict[str, Any] | None:
+def _decode_with_orjson(data: object) -> dict[str, Any] | None:
     assert _orjson_loads is not None
     if isinstance(data, str):
         try:
             raw = data.encode("utf-8")
         except UnicodeEncodeError:
             return None
-    else:
+    elif isinstance(data, (bytes, bytearray)):  # what json.loads takes besides str
         raw = bytes(data)  # no copy of a bytes object
+    else:
+        return None
     if _LONG_NUMBER in raw.translate(_DIGITS):
         return None
     try:
@@ -324,11 +346,11 @@ def _decode_with_orjson(data: bytes | str) -> dict[str, Any] | None:
     return found if type(found) is dict else None
 
 
-def _decode_with_json(data: bytes | str) -> dict[str, Any]:
+def _decode_with_json(data: bytes | bytearray | str) -> dict[str, Any]:
     """Compact JSON, as encode_session writes it, goes straight to the scanner
     inside ``json.loads``; anything else (whitespace around it, a syntax
     error, not an object) takes ``json.loads``'s own path and its errors."""
-    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
     try:
         found, end = _scan_once(text, 0)
     except (StopIteration, ValueError, RecursionError):

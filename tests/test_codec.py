@@ -225,21 +225,62 @@ FAST_PATHS = {"orjson": codec._encode_with_orjson, "json": codec._encode_with_js
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(_keys, _values, max_size=5))
 def test_each_fast_path_vouches_only_for_what_the_strict_path_writes(
-    fast: Callable[[dict[Any, Any]], bytes | None], session: dict[Any, Any]
+    fast: Callable[[dict[Any, Any], int], bytes | None], session: dict[Any, Any]
 ) -> None:
     """A fast path gives up (None) on whatever the strict path refuses, and
     what it writes decodes to what the strict path's text decodes to."""
     try:
         expected = encode_strictly(session, max_bytes=1 << 20)
     except InvalidSessionData:
-        assert fast(session) is None
+        assert fast(session, 1 << 20) is None
         with pytest.raises(InvalidSessionData):
             encode_session(session)
         return
-    written = fast(session)
+    written = fast(session, 1 << 20)
     if written is not None:
         assert canonical(written) == canonical(expected)
     assert canonical(encode_session(session)) == canonical(expected)
+
+
+_floats = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@pytest.fixture(params=["orjson", "json"])
+def encoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """encode_session with orjson, and as it runs where orjson is not installed."""
+    if request.param == "json":
+        monkeypatch.setattr(codec, "_orjson_dumps", None)
+    else:
+        assert codec._orjson_dumps is not None, "orjson is a dependency on CPython: pip install orjson"
+    return str(request.param)
+
+
+# the fixture only chooses the encoder, the same for every input
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    session=st.dictionaries(
+        st.text(max_size=3),
+        st.one_of(
+            _floats, st.lists(_floats, max_size=30), st.text(alphabet=st.characters(max_codepoint=0x7F))
+        ),
+        max_size=6,
+    )
+)
+def test_the_size_limit_is_the_strict_encodings_to_the_byte(encoder: str, session: dict[str, Any]) -> None:
+    """orjson may write a float one byte shorter than repr does (1e-7 for 1e-07):
+    the limit still falls where the strict encoding's size puts it (set.4)."""
+    size = len(encode_strictly(session, max_bytes=1 << 30))
+    assert canonical(encode_session(session, max_bytes=size)) == canonical(encode_strictly(session))
+    with pytest.raises(InvalidSessionData, match=f"{size} bytes"):
+        encode_session(session, max_bytes=size - 1)
+
+
+def test_a_session_of_short_written_floats_is_refused_at_the_limit(encoder: str) -> None:
+    session = {"v": [1e-7] * 1000}  # repr: 1e-07; orjson: 1e-7
+    size = len(encode_strictly(session))
+    assert len(encode_session(session, max_bytes=size)) <= size
+    with pytest.raises(InvalidSessionData):
+        encode_session(session, max_bytes=size - 1)
 
 
 class Colour(enum.Enum):
@@ -259,6 +300,18 @@ class Point:
     x: int
 
 
+class Token(uuid.UUID):
+    pass
+
+
+class BufferDict(dict[str, Any]):
+    """marshal writes any object that exposes a buffer (from Python 3.12, any class
+    with ``__buffer__``) as bytes, without looking inside."""
+
+    def __buffer__(self, flags: int) -> memoryview:
+        return memoryview(b"")
+
+
 def cyclic() -> list[Any]:
     loop: list[Any] = []
     loop.append(loop)
@@ -273,6 +326,8 @@ def cyclic() -> list[Any]:
         Point(1),
         datetime.datetime(2026, 1, 1),
         datetime.time(1, 2),
+        BufferDict(when=datetime.datetime(2026, 1, 1)),
+        BufferDict(x=math.nan),
         math.nan,
         -math.inf,
         [None, 1.5, [math.inf]],  # a null beside the non-finite float
@@ -294,7 +349,7 @@ def cyclic() -> list[Any]:
 )
 @pytest.mark.parametrize("fast", FAST_PATHS.values(), ids=FAST_PATHS.keys())
 def test_values_where_orjson_and_json_differ_get_json_semantics(
-    fast: Callable[[dict[Any, Any]], bytes | None], value: object
+    fast: Callable[[dict[Any, Any], int], bytes | None], value: object
 ) -> None:
     """orjson writes UUIDs, enum members, dataclasses and datetimes, and NaN as null;
     json refuses them. Whatever either fast path does, the session gets json's answer."""
@@ -302,13 +357,31 @@ def test_values_where_orjson_and_json_differ_get_json_semantics(
     try:
         expected = canonical(encode_strictly(session))
     except InvalidSessionData:
-        assert fast(session) is None
+        assert fast(session, 1 << 20) is None
         with pytest.raises(InvalidSessionData):
             encode_session(session)
     else:
-        written = fast(session)
+        written = fast(session, 1 << 20)
         assert written is None or canonical(written) == expected
         assert canonical(encode_session(session)) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        BufferDict(when=datetime.datetime(2026, 1, 1)),
+        Name("n"),
+        Token(int=1),
+        Point(1),
+        datetime.date(2026, 1, 1),
+    ],
+    ids=repr,
+)
+def test_orjson_refuses_what_marshal_may_let_through(value: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From Python 3.12 marshal takes any class with __buffer__ (a dict or UUID subclass,
+    say) as bytes; then orjson itself must refuse subclasses, dataclasses and datetimes."""
+    monkeypatch.setattr(codec.marshal, "dumps", lambda value: b"")  # as if marshal took anything
+    assert codec._encode_with_orjson({"v": value}, 1 << 20) is None
 
 
 @pytest.mark.parametrize(
@@ -342,7 +415,7 @@ def test_encoded_sessions_hold_no_more_memory_than_their_size(size: int) -> None
 def test_what_orjsons_path_gives_up_on_takes_jsons_fast_path_not_the_strict_walk(
     session: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert codec._encode_with_orjson(session) is None
+    assert codec._encode_with_orjson(session, 1 << 20) is None
     monkeypatch.setattr(codec, "encode_strictly", pytest.fail)
     assert canonical(encode_session(session)) == json.dumps(json.loads(json.dumps(session)))
 
@@ -353,12 +426,12 @@ def test_without_json_accelerator_the_json_fast_path_writes_the_same_bytes(
     """On an interpreter without json's C accelerator (and without orjson), the
     json fast path falls back to JSONEncoder."""
     session = {"cookie": {"expires": "2030-01-01T00:00:00.000Z"}, "é": [1, 2.5, None, True], "1": {}}
-    expected = codec._encode_with_json(session)
+    expected = codec._encode_with_json(session, 1 << 20)
     monkeypatch.setattr(json.encoder, "c_make_encoder", None)
     try:
         fallback = importlib.reload(codec)
-        assert fallback._encode_with_json(session) == expected
-        assert fallback._encode_with_json({1: "a"}) is None
+        assert fallback._encode_with_json(session, 1 << 20) == expected
+        assert fallback._encode_with_json({1: "a"}, 1 << 20) is None
     finally:
         monkeypatch.undo()
         importlib.reload(codec)
@@ -382,7 +455,10 @@ _json_texts = st.recursive(
     | st.text(alphabet=st.characters(blacklist_categories=())),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
     max_leaves=12,
-).map(lambda value: json.dumps({"v": value}, ensure_ascii=True))
+)
+_json_texts = st.tuples(_json_texts, st.booleans()).map(
+    lambda pair: json.dumps({"v": pair[0]}, ensure_ascii=pair[1])
+)
 
 
 # the fixture only chooses the decoder, the same for every input
@@ -390,7 +466,10 @@ _json_texts = st.recursive(
 @given(text=_json_texts)
 def test_decode_session_gives_what_json_loads_gives(decoder: str, text: str) -> None:
     """Big ints stay ints, floats keep every bit, escaped lone surrogates and NaN are read."""
-    for data in (text, text.encode()):
+    datas: list[str | bytes] = [text]
+    if not any("\ud800" <= ch <= "\udfff" for ch in text):  # a lone surrogate has no UTF-8
+        datas.append(text.encode())
+    for data in datas:
         assert json.dumps(decode_session(data)) == json.dumps(json.loads(text))
 
 
@@ -415,9 +494,18 @@ def test_decode_session_reads_what_json_loads_reads_and_refuses_the_rest(decoder
     assert decode_session(' \n{"a": 1}\t') == {"a": 1}  # written by hand, say: not the scanner's path
     with pytest.raises(InvalidSessionData, match="not a JSON object"):
         decode_session(b"[1, 2]")
-    for broken in (b'{"a":1} x', b'{"a":', b"", b"\xff{}"):
-        with pytest.raises(ValueError):  # json.JSONDecodeError, UnicodeDecodeError: both ValueErrors
-            decode_session(broken)
+    broken: list[Any] = [b'{"a":1} x', b'{"a":', b"", b"\xff{}", bytearray(b"{"), [123, 125], -1, None]
+    for data in broken:
+        with pytest.raises(Exception) as expected:
+            json.loads(data)
+        with pytest.raises(expected.type):  # the very error json.loads raises
+            decode_session(data)
+    assert decode_session(bytearray(b'{"a":18446744073709551616}')) == {"a": 2**64}
+
+
+def test_decode_session_reads_nesting_json_reads(decoder: str) -> None:
+    deep = '{"a":' * 600 + "1" + "}" * 600  # beyond encode_session's limit, within json.loads'
+    assert decode_session(deep) == json.loads(deep)
 
 
 def test_check_ttl_takes_none_or_positive_seconds_and_names_the_rest() -> None:
