@@ -1,8 +1,7 @@
 """ClusterStore against its peers, on this machine, in one run.
 
 Worker processes (1, 2 and 4) get and set ~1 KB sessions, each on its own
-sids, for a fixed time; every operation is timed. The peers, each doing the
-same JSON work a session store must do:
+sids, for a fixed time; every operation is timed. The backends:
 
 * ``cluster``: storekit's ClusterStore (storekit.codec's checked JSON, server in this process);
 * ``manager``: ``multiprocessing.Manager().dict()`` holding JSON text;
@@ -17,7 +16,8 @@ work (the contract's checks, and orjson where it is installed), which leaves
 only the transports to compare.
 
 Then the resident memory of a cluster server holding 1,000,000 sessions of
-200 bytes. ``--write docs/benchmarks.md`` replaces the "ClusterStore" section.
+200 bytes. ``--write docs/benchmarks.md`` replaces the section that ``--section``
+names ("## ClusterStore" unless told otherwise).
 
     .venv/bin/python benchmarks/bench_cluster.py --write docs/benchmarks.md
 """
