@@ -246,16 +246,17 @@ _floats = st.floats(allow_nan=False, allow_infinity=False)
 
 
 @pytest.fixture(params=["orjson", "json"])
-def encoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """encode_session with orjson, and as it runs where orjson is not installed."""
+def library(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """storekit.codec with orjson, and as it runs where orjson is not installed."""
     if request.param == "json":
         monkeypatch.setattr(codec, "_orjson_dumps", None)
+        monkeypatch.setattr(codec, "_orjson_loads", None)
     else:
         assert codec._orjson_dumps is not None, "orjson is a dependency on CPython: pip install orjson"
     return str(request.param)
 
 
-# the fixture only chooses the encoder, the same for every input
+# the fixture only chooses the JSON library, the same for every input
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     session=st.dictionaries(
@@ -266,7 +267,7 @@ def encoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
         max_size=6,
     )
 )
-def test_the_size_limit_is_the_strict_encodings_to_the_byte(encoder: str, session: dict[str, Any]) -> None:
+def test_the_size_limit_is_the_strict_encodings_to_the_byte(library: str, session: dict[str, Any]) -> None:
     """orjson may write a float one byte shorter than repr does (1e-7 for 1e-07):
     the limit still falls where the strict encoding's size puts it (set.4)."""
     size = len(encode_strictly(session, max_bytes=1 << 30))
@@ -275,7 +276,7 @@ def test_the_size_limit_is_the_strict_encodings_to_the_byte(encoder: str, sessio
         encode_session(session, max_bytes=size - 1)
 
 
-def test_a_session_of_short_written_floats_is_refused_at_the_limit(encoder: str) -> None:
+def test_a_session_of_short_written_floats_is_refused_at_the_limit(library: str) -> None:
     session = {"v": [1e-7] * 1000}  # repr: 1e-07; orjson: 1e-7
     size = len(encode_strictly(session))
     assert len(encode_session(session, max_bytes=size)) <= size
@@ -437,16 +438,6 @@ def test_without_json_accelerator_the_json_fast_path_writes_the_same_bytes(
         importlib.reload(codec)
 
 
-@pytest.fixture(params=["orjson", "json"])
-def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """decode_session with orjson, and as it runs where orjson is not installed."""
-    if request.param == "json":
-        monkeypatch.setattr(codec, "_orjson_loads", None)
-    else:
-        assert codec._orjson_loads is not None, "orjson is a dependency on CPython: pip install orjson"
-    return str(request.param)
-
-
 _json_texts = st.recursive(
     st.none()
     | st.booleans()
@@ -461,10 +452,10 @@ _json_texts = st.tuples(_json_texts, st.booleans()).map(
 )
 
 
-# the fixture only chooses the decoder, the same for every input
+# the fixture only chooses the JSON library, the same for every input
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=_json_texts)
-def test_decode_session_gives_what_json_loads_gives(decoder: str, text: str) -> None:
+def test_decode_session_gives_what_json_loads_gives(library: str, text: str) -> None:
     """Big ints stay ints, floats keep every bit, escaped lone surrogates and NaN are read."""
     datas: list[str | bytes] = [text]
     if not any("\ud800" <= ch <= "\udfff" for ch in text):  # a lone surrogate has no UTF-8
@@ -483,12 +474,12 @@ def test_decode_session_gives_what_json_loads_gives(decoder: str, text: str) -> 
         b'{"a":NaN}',
     ],
 )
-def test_decode_session_keeps_what_orjson_would_change_or_refuse(decoder: str, text: bytes) -> None:
+def test_decode_session_keeps_what_orjson_would_change_or_refuse(library: str, text: bytes) -> None:
     assert json.dumps(decode_session(text)) == json.dumps(json.loads(text))
     assert type(decode_session(b'{"a":18446744073709551616}')["a"]) is int
 
 
-def test_decode_session_reads_what_json_loads_reads_and_refuses_the_rest(decoder: str) -> None:
+def test_decode_session_reads_what_json_loads_reads_and_refuses_the_rest(library: str) -> None:
     compact = b'{"a":[1,2.5,null,true],"\\u00e9":"\xc3\xa9"}'
     assert decode_session(compact) == {"a": [1, 2.5, None, True], "é": "é"}
     assert decode_session(' \n{"a": 1}\t') == {"a": 1}  # written by hand, say: not the scanner's path
@@ -503,7 +494,7 @@ def test_decode_session_reads_what_json_loads_reads_and_refuses_the_rest(decoder
     assert decode_session(bytearray(b'{"a":18446744073709551616}')) == {"a": 2**64}
 
 
-def test_decode_session_reads_nesting_json_reads(decoder: str) -> None:
+def test_decode_session_reads_nesting_json_reads(library: str) -> None:
     deep = '{"a":' * 600 + "1" + "}" * 600  # beyond encode_session's limit, within json.loads'
     assert decode_session(deep) == json.loads(deep)
 
