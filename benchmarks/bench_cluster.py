@@ -208,12 +208,15 @@ def load() -> str:
 Cell = dict[str, float]
 
 
+def median_cell(cells: list[Cell]) -> Cell:
+    """The round whose ops/s is the median of the rounds'."""
+    return sorted(cells, key=lambda cell: cell["ops"])[len(cells) // 2]
+
+
 def report(
     runs: dict[tuple[str, str, int], list[Cell]], mem: dict[str, float] | None, meta: dict[str, str]
 ) -> str:
-    results = {
-        key: sorted(cells, key=lambda cell: cell["ops"])[len(cells) // 2] for key, cells in runs.items()
-    }
+    results = {key: median_cell(cells) for key, cells in runs.items()}
     lines = [
         meta["section"],
         "",
@@ -324,8 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                             measure(backends[name], op, workers, args.seconds)
                         )
                 for name in names:
-                    cells = runs[name, op, workers]
-                    r = sorted(cells, key=lambda cell: cell["ops"])[len(cells) // 2]
+                    r = median_cell(runs[name, op, workers])
                     print(f"{name:8} {op} x{workers}: {r['ops']:9,.0f} ops/s  p50 {r['p50']:6.0f} µs  "
                           f"p99 {r['p99']:6.0f} µs  cpu {r['client_cpu']:4.0f}+{r['server_cpu']:4.0f} µs/op",
                           flush=True)  # fmt: skip
