@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from storekit.codec import format_expires
-from storekit.reference import _cluster_wire as wire
 from storekit.reference import cluster
-from storekit.reference._cluster_requests import Requests
+from storekit.reference.cluster import wire
+from storekit.reference.cluster.common import Requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _docs import paired, write_section

@@ -34,7 +34,7 @@ import redis
 
 from storekit.codec import encode_session
 from storekit.reference.redis import RedisStore
-from storekit.reference.redis_server import RedisServer
+from storekit.testing.redis_server import RedisServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_memory import session

@@ -342,12 +342,12 @@ def main(argv: list[str] | None = None) -> int:
 
             cluster.setup()
             if args.cookies and shutil.which("redis-server"):
-                from storekit.reference.redis_server import RedisServer
+                from storekit.testing.redis_server import RedisServer
 
                 args.redis_baseline = stack.enter_context(RedisServer()).url
         elif args.store == "redis":
             from storekit.reference.redis import ENV_URL
-            from storekit.reference.redis_server import RedisServer
+            from storekit.testing.redis_server import RedisServer
 
             os.environ[ENV_URL] = stack.enter_context(RedisServer()).url
         os.environ["STOREKIT_BENCH_STORE"] = args.store

@@ -61,7 +61,7 @@ class Client:
 
     def visit(self) -> tuple[int, int, int]:
         """(slot, pid, n): who served the request and the session's count."""
-        from storekit.reference._sticky_client import request
+        from storekit.testing.http_client import request
 
         headers = {"Cookie": self.cookie} if self.cookie else {}
         try:
@@ -81,7 +81,7 @@ class Client:
 
 
 def _addresses(count: int, start: int = 10) -> list[str]:
-    from storekit.reference._sticky_client import loopback_sources
+    from storekit.testing.http_client import loopback_sources
 
     return loopback_sources(count, start)
 

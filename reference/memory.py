@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from storekit.codec import (
     DEFAULT_MAX_SESSION_BYTES,
+    check_seconds,
     check_sid,
-    check_ttl,
     decode_session,
     encode_session,
     session_expiry,
@@ -80,7 +80,7 @@ class MemoryStore:
         namespace: str = "",
         _shelf: _Shelf | None = None,
     ) -> None:
-        self.default_ttl = check_ttl("default_ttl", default_ttl)
+        self.default_ttl = check_seconds("default_ttl", default_ttl, none="no expiry")
         self.max_session_bytes = max_session_bytes
         self.clock = clock
         self.name = namespace

@@ -41,8 +41,9 @@ __all__ = [
     "DEFAULT_MAX_SESSION_BYTES",
     "MAX_DEPTH",
     "MAX_SID_LENGTH",
+    "check_seconds",
     "check_sid",
-    "check_ttl",
+    "cookie_json",
     "decode_session",
     "encode_session",
     "encode_strictly",
@@ -93,17 +94,29 @@ def check_sid(sid: object, *, max_length: int = MAX_SID_LENGTH) -> str:
     return sid
 
 
-def check_ttl(name: str, value: object, *, hint: str = "") -> float | None:
-    """Return ``value`` if it is a time to live a store can use: ``None`` (no
-    expiry) or a finite number of seconds above zero; else raise ValueError
-    naming ``name`` and the value, followed by ``hint``."""
-    if value is None:
+def check_seconds(
+    name: str, value: object, *, none: str | None = None, zero: bool = False, hint: str = ""
+) -> float | None:
+    """Return ``value`` as float seconds if it is a finite number above zero, else raise ValueError.
+
+    The one check of every duration storekit takes (a TTL, a max age, a
+    timeout). ``none`` says what ``None`` means where ``None`` is accepted
+    ("no expiry"); ``zero`` accepts 0 as well. The message names ``name``,
+    quotes the value, and ends with ``hint``.
+    """
+    if value is None and none is not None:
         return None
-    if not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
-        return value
-    raise ValueError(
-        f"{name} must be a positive number of seconds or None (no expiry), got {cut(value)}{hint}"
-    )
+    if (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and math.isfinite(value)
+        and (value > 0 or (zero and value == 0))
+    ):
+        return float(value)
+    wanted = "a number of seconds, 0 or more" if zero else "a positive number of seconds"
+    if none is not None:
+        wanted += f", or None ({none})"
+    raise ValueError(f"{name} must be {wanted}; got {cut(value)}{hint}")
 
 
 def _where(path: list[Any]) -> str:
@@ -448,14 +461,41 @@ def session_expiry(session: dict[str, Any]) -> float | None:
     return None if expires is None else parse_expires(expires)
 
 
+def cookie_json(
+    *,
+    max_age: float | None,
+    expires: float | None,
+    http_only: bool = True,
+    path: str = "/",
+    secure: bool = False,
+    domain: str | None = None,
+    same_site: str | None = None,
+) -> dict[str, Any]:
+    """express-session's ``cookie.toJSON()``: the one writer of a stored session's ``cookie``.
+
+    ``max_age`` is seconds (``originalMaxAge`` is written in milliseconds),
+    ``expires`` POSIX seconds; ``None`` for either is written as ``null`` (a
+    browser-session cookie). The keys express-session leaves undefined stay
+    out: ``secure`` when False, ``domain`` and ``sameSite`` when None.
+    """
+    data: dict[str, Any] = {
+        "originalMaxAge": None if max_age is None else round(max_age * 1000),
+        "expires": None if expires is None else format_expires(expires),
+    }
+    if secure:
+        data["secure"] = True
+    data["httpOnly"] = http_only
+    if domain is not None:
+        data["domain"] = domain
+    data["path"] = path
+    if same_site is not None:
+        data["sameSite"] = same_site
+    return data
+
+
 def expires_in(seconds: float, *, clock: Callable[[], float] = time.time) -> dict[str, Any]:
     """A session cookie, shaped as express-session writes it, expiring in ``seconds``.
 
     ``session["cookie"] = expires_in(3600)`` gives a session one hour to live.
     """
-    return {
-        "originalMaxAge": round(seconds * 1000),
-        "expires": format_expires(clock() + seconds),
-        "httpOnly": True,
-        "path": "/",
-    }
+    return cookie_json(max_age=seconds, expires=clock() + seconds)

@@ -23,12 +23,16 @@ methods.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from storekit.errors import cut
 
 __all__ = [
+    "REQUIRED",
     "AsyncStore",
     "Session",
     "Store",
+    "StoreKind",
     "SupportsAll",
     "SupportsAsyncAll",
     "SupportsAsyncClear",
@@ -37,7 +41,8 @@ __all__ = [
     "SupportsClear",
     "SupportsLength",
     "SupportsTouch",
-    "require_sync_store",
+    "check_store",
+    "store_kind",
 ]
 
 Session = dict[str, Any]
@@ -201,16 +206,55 @@ class SupportsAsyncAll(Protocol):
         ...
 
 
-def require_sync_store(store: object, user: str) -> Store:
-    """``store`` if it has synchronous get, set and destroy; TypeError naming ``user``
-    (what needs the store: a WSGI middleware, a framework adapter) otherwise."""
-    for method in ("get", "set", "destroy"):
-        function = getattr(store, method, None)
-        if not callable(function):
-            raise TypeError(f"{store!r} has no {method}() method; a store needs get, set and destroy")
-        if inspect.iscoroutinefunction(function):
-            raise TypeError(
-                f"{store!r}.{method} is a coroutine function; {user} needs a sync store such as "
-                "storekit.reference.MemoryStore or ClusterStore (an async store is for async frameworks)"
-            )
-    return store  # type: ignore[return-value]
+REQUIRED = ("get", "set", "destroy")
+"""The methods every store has."""
+
+StoreKind = Literal["sync", "async"]
+
+
+def store_kind(obj: object) -> StoreKind:
+    """``"sync"`` or ``"async"``: which contract ``obj`` offers; TypeError saying what is wrong if neither.
+
+    The one "is this a store" check. A class (not an instance), an object
+    that lacks one of get, set and destroy, and one whose required methods are
+    partly coroutine functions are all refused, each with its own message.
+    """
+    if isinstance(obj, type):
+        raise TypeError(f"{obj.__qualname__} is a class, not a store; pass an instance, {obj.__qualname__}()")
+    missing = [name for name in REQUIRED if not callable(getattr(obj, name, None))]
+    if missing:
+        raise TypeError(
+            f"{cut(obj)} is not a store: it has no {', '.join(f'{name}()' for name in missing)}; "
+            "a store needs get, set and destroy"
+        )
+    coroutines = [name for name in REQUIRED if inspect.iscoroutinefunction(getattr(obj, name))]
+    if not coroutines:
+        return "sync"
+    if len(coroutines) == len(REQUIRED):
+        return "async"
+    plain = [name for name in REQUIRED if name not in coroutines]
+    raise TypeError(
+        f"{cut(obj)} mixes the two contracts: {', '.join(coroutines)} are coroutine functions but "
+        f"{', '.join(plain)} not; a store is sync throughout or async throughout"
+    )
+
+
+def check_store(obj: object, user: str, *, kind: StoreKind) -> Any:
+    """``obj`` if it is a store of ``kind``; TypeError naming ``user`` (what needs the store) otherwise.
+
+    An async store where a sync one is needed (or the reverse) is refused
+    with the name of the twin to use instead.
+    """
+    found = store_kind(obj)
+    if found == kind:
+        return obj
+    if kind == "sync":
+        raise TypeError(
+            f"{cut(obj)} is an async store; {user} needs a sync store such as "
+            "storekit.reference.MemoryStore, ClusterStore or RedisStore (an async store is for "
+            "async frameworks)"
+        )
+    raise TypeError(
+        f"{cut(obj)} is a sync store; {user} needs an async store such as "
+        "storekit.reference.AsyncMemoryStore, AsyncClusterStore or AsyncRedisStore"
+    )

@@ -37,7 +37,7 @@ from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.datastructures import CallbackDict
 
 from storekit.codec import check_sid, format_expires
-from storekit.contract import Store, SupportsTouch, require_sync_store
+from storekit.contract import Store, SupportsTouch, check_store
 from storekit.cookie import check_secrets, cookie_values, generate_sid, sign, signed_sids
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ class StoreSessionInterface(SessionInterface):
         genid: Callable[[], str] = generate_sid,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = require_sync_store(store, "Flask")
+        self.store = check_store(store, "Flask", kind="sync")
         self.toucher: SupportsTouch | None = store if isinstance(store, SupportsTouch) else None
         self.genid = genid
         self.clock = clock

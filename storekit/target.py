@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from storekit.codec import DEFAULT_MAX_SESSION_BYTES
+from storekit.codec import DEFAULT_MAX_SESSION_BYTES, check_seconds
 
 __all__ = ["Target"]
 
@@ -48,10 +48,8 @@ class Target:
     ) -> None:
         if not callable(factory):
             raise TypeError(f"Target factory must be callable, got {factory!r}")
-        if ttl_resolution < 0:
-            raise ValueError(f"ttl_resolution must be >= 0 seconds, got {ttl_resolution!r}")
-        if default_ttl is not None and default_ttl <= 0:
-            raise ValueError(f"default_ttl must be > 0 seconds or None, got {default_ttl!r}")
+        check_seconds("ttl_resolution", ttl_resolution, zero=True)
+        check_seconds("default_ttl", default_ttl, none="sessions outlive the run")
         if max_session_bytes < 1:
             raise ValueError(f"max_session_bytes must be positive, got {max_session_bytes!r}")
         self.factory = factory

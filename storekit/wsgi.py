@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from storekit import groups as _groups
-from storekit.contract import Store, SupportsTouch, require_sync_store
+from storekit.contract import Store, SupportsTouch, check_store
 from storekit.cookie import (
     cookie_values,
     delete_cookie_header,
@@ -91,7 +91,7 @@ class SessionMiddleware:
         genid: Callable[[], str] = generate_sid,
     ) -> None:
         self.app = app
-        self.store = require_sync_store(store, "SessionMiddleware (WSGI)")
+        self.store = check_store(store, "SessionMiddleware (WSGI)", kind="sync")
         self.config = SessionConfig(
             secret=secret,
             cookie_name=cookie_name,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from storekit.reference.redis_server import RedisServer, RedisServerMissing, redis_server_path
+from storekit.testing.redis_server import RedisServer, RedisServerMissing, redis_server_path
 
 
 def need_redis_server() -> None:

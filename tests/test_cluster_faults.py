@@ -47,7 +47,7 @@ def start_master(env: dict[str, str]) -> tuple[subprocess.Popen[str], Address]:
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    if cluster._server is not None and cluster._server.running:
+    if cluster.master._server is not None and cluster.master._server.running:
         pytest.skip("a cluster server already runs in this process (the conformance suite's?)")
     monkeypatch.delenv(cluster.ENV_SOCKET, raising=False)
     monkeypatch.delenv(cluster.ENV_KEY, raising=False)

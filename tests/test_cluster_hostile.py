@@ -16,10 +16,9 @@ import pytest
 from helpers import wait_until
 
 from storekit import StoreUnavailable
-from storekit.reference import _cluster_wire as wire
-from storekit.reference._cluster_server import ClusterServer
-from storekit.reference._cluster_state import ClusterState
-from storekit.reference.cluster import Address, ClusterStore
+from storekit.reference.cluster import Address, ClusterStore, wire
+from storekit.reference.cluster.server import ClusterServer
+from storekit.reference.cluster.state import ClusterState
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ SIDS = ["s0", "s1", "s2"]
 
 @pytest.fixture
 def master(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    if cluster._server is not None and cluster._server.running:
+    if cluster.master._server is not None and cluster.master._server.running:
         pytest.skip("a cluster server already runs in this process (the conformance suite's?)")
     monkeypatch.delenv(cluster.ENV_SOCKET, raising=False)
     monkeypatch.delenv(cluster.ENV_KEY, raising=False)

@@ -16,14 +16,14 @@ from helpers import wait_until
 
 from storekit import InvalidSessionData, InvalidSessionId, StoreError, StoreUnavailable, expires_in
 from storekit.reference import cluster
-from storekit.reference._cluster_requests import Address
-from storekit.reference._cluster_server import ClusterServer
-from storekit.reference._cluster_state import ClusterState
+from storekit.reference.cluster.common import Address
+from storekit.reference.cluster.server import ClusterServer
+from storekit.reference.cluster.state import ClusterState
 
 
 def no_master(monkeypatch: pytest.MonkeyPatch) -> None:
     """Start from a process that serves nothing and has no address in its environment."""
-    if cluster._server is not None and cluster._server.running:
+    if cluster.master._server is not None and cluster.master._server.running:
         pytest.skip("a cluster server already runs in this process (the conformance suite's?)")
     monkeypatch.delenv(cluster.ENV_SOCKET, raising=False)
     monkeypatch.delenv(cluster.ENV_KEY, raising=False)
@@ -227,7 +227,7 @@ def test_a_forked_worker_uses_the_master_and_serves_nothing(master: str) -> None
 
 
 def test_a_forked_child_holds_no_server_socket(master: str) -> None:
-    server = cluster._server
+    server = cluster.master._server
     assert server is not None
     assert server._listener is not None
     inode = os.fstat(server._listener.fileno()).st_ino

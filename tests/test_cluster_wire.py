@@ -8,9 +8,9 @@ import pytest
 
 from storekit.codec import session_expiry
 from storekit.errors import InvalidSessionData
-from storekit.reference import _cluster_wire as wire
-from storekit.reference._cluster_requests import Requests
-from storekit.reference._cluster_state import ClusterState
+from storekit.reference.cluster import wire
+from storekit.reference.cluster.common import Requests
+from storekit.reference.cluster.state import ClusterState
 
 NEVER = wire.NEVER_BYTES
 

@@ -24,8 +24,9 @@ from storekit import InvalidSessionData, InvalidSessionId, codec
 from storekit.codec import (
     DEFAULT_MAX_SESSION_BYTES,
     MAX_DEPTH,
+    check_seconds,
     check_sid,
-    check_ttl,
+    cookie_json,
     decode_session,
     encode_session,
     encode_strictly,
@@ -499,12 +500,40 @@ def test_decode_session_reads_nesting_json_reads(library: str) -> None:
     assert decode_session(deep) == json.loads(deep)
 
 
-def test_check_ttl_takes_none_or_positive_seconds_and_names_the_rest() -> None:
-    assert check_ttl("ttl", None) is None
-    assert check_ttl("ttl", 30) == 30
-    assert check_ttl("ttl", 0.5) == 0.5
+def test_check_seconds_takes_positive_seconds_and_names_the_rest() -> None:
+    assert check_seconds("ttl", None, none="no expiry") is None
+    assert check_seconds("ttl", 30) == 30.0
+    assert isinstance(check_seconds("ttl", 30), float)
+    assert check_seconds("ttl", 0.5) == 0.5
+    assert check_seconds("resolution", 0, zero=True) == 0.0
     for bad in (0, -1, math.nan, math.inf, True, "60", [60]):
-        with pytest.raises(ValueError, match="default_ttl must be a positive number of seconds or None"):
-            check_ttl("default_ttl", bad)
+        with pytest.raises(
+            ValueError, match=r"default_ttl must be a positive number of seconds, or None \(no expiry\); got"
+        ):
+            check_seconds("default_ttl", bad, none="no expiry")
+    with pytest.raises(ValueError, match="timeout must be a positive number of seconds; got None"):
+        check_seconds("timeout", None)
+    with pytest.raises(ValueError, match="resolution must be a number of seconds, 0 or more; got -1"):
+        check_seconds("resolution", -1, zero=True)
     with pytest.raises(ValueError, match=r"; ask for 1 or more$"):
-        check_ttl("ttl", 0, hint="; ask for 1 or more")
+        check_seconds("ttl", 0, hint="; ask for 1 or more")
+
+
+def test_cookie_json_leaves_out_what_express_session_leaves_undefined() -> None:
+    assert cookie_json(max_age=None, expires=None) == {
+        "originalMaxAge": None,
+        "expires": None,
+        "httpOnly": True,
+        "path": "/",
+    }
+    full = cookie_json(max_age=1.5, expires=0.0, secure=True, domain="a.test", same_site="strict")
+    assert full == {
+        "originalMaxAge": 1500,
+        "expires": "1970-01-01T00:00:00.000Z",
+        "secure": True,
+        "httpOnly": True,
+        "domain": "a.test",
+        "path": "/",
+        "sameSite": "strict",
+    }
+    assert list(full) == ["originalMaxAge", "expires", "secure", "httpOnly", "domain", "path", "sameSite"]

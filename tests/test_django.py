@@ -61,7 +61,7 @@ urlpatterns = [path("count", count), path("read", read), path("login", login), p
 
 @contextlib.contextmanager
 def cluster_master() -> Iterator[None]:
-    if cluster._server is not None and cluster._server.running:
+    if cluster.master._server is not None and cluster.master._server.running:
         yield
         return
     with pytest.MonkeyPatch.context() as patch:
@@ -84,7 +84,7 @@ def redis_store() -> Any:
 @contextlib.contextmanager
 def redis_server() -> Iterator[None]:
     pytest.importorskip("storekit.reference.redis")
-    from storekit.reference.redis_server import RedisServer
+    from storekit.testing.redis_server import RedisServer
 
     with RedisServer() as server:
         REDIS_URL[:] = [server.url]

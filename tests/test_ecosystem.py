@@ -108,7 +108,7 @@ def test_cachelib_redis_clear_treats_its_prefix_as_a_glob_pattern() -> None:
     import redis
     from cachelib import RedisCache
 
-    from storekit.reference.redis_server import RedisServer
+    from storekit.testing.redis_server import RedisServer
 
     try:
         server = RedisServer()

@@ -22,7 +22,7 @@ SECRET = "test-secret"
 
 @contextlib.contextmanager
 def cluster_store() -> Iterator[Any]:
-    if cluster._server is not None and cluster._server.running:
+    if cluster.master._server is not None and cluster.master._server.running:
         yield cluster.ClusterStore()  # a cluster server already runs in this process
         return
     with pytest.MonkeyPatch.context() as patch:
@@ -35,7 +35,7 @@ def cluster_store() -> Iterator[Any]:
 @contextlib.contextmanager
 def redis_store() -> Iterator[Any]:
     redis_module = pytest.importorskip("storekit.reference.redis")
-    from storekit.reference.redis_server import RedisServer
+    from storekit.testing.redis_server import RedisServer
 
     with RedisServer() as server:
         store = redis_module.RedisStore(server.url)

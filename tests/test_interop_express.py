@@ -25,7 +25,7 @@ import pytest
 import redis
 
 from storekit.reference.redis import RedisStore
-from storekit.reference.redis_server import RedisServer
+from storekit.testing.redis_server import RedisServer
 from storekit.wsgi import SessionMiddleware, session_of
 
 SECRET = "keyboard cat"

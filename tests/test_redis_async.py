@@ -14,9 +14,9 @@ from redis_support import need_redis_server
 
 from storekit import InvalidSessionId, StoreUnavailable, expires_in
 from storekit.conformance.linearizability import Kind, Operation, check_history
-from storekit.reference._redis_serve import RedisClusterServers
 from storekit.reference.redis import AsyncRedisStore, CorruptSession, RedisStore
-from storekit.reference.redis_server import RedisServer
+from storekit.reference.redis.serve import RedisClusterServers
+from storekit.testing.redis_server import RedisServer
 
 
 async def lifecycle(store: AsyncRedisStore) -> None:

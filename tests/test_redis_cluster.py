@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from redis_support import assert_all_passed, need_redis_server, run_suite
 
-from storekit.reference._redis_serve import RedisClusterServers
 from storekit.reference.redis import RedisStore, namespace_prefix
+from storekit.reference.redis.serve import RedisClusterServers
 
 
 def test_the_suite_passes_on_a_three_primary_cluster(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from redis_support import need_redis_server
 
 from storekit import StoreUnavailable
 from storekit.reference.redis import RedisStore
-from storekit.reference.redis_server import RedisServer, free_port, redis_server_path
+from storekit.testing.redis_server import RedisServer, free_port, redis_server_path
 
 SERVICE = "mymaster"
 

@@ -16,7 +16,7 @@ import redis
 from storekit import InvalidSessionData, InvalidSessionId, StoreUnavailable, expires_in
 from storekit.codec import encode_session, format_expires
 from storekit.reference.redis import CorruptSession, RedisStore, namespace_prefix
-from storekit.reference.redis_server import RedisServer
+from storekit.testing.redis_server import RedisServer
 
 DAY_MS = 86_400_000
 

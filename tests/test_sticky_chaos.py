@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from helpers import wait_until
 
-from storekit.reference._sticky_bpf import kernel_supported
-from storekit.reference._sticky_client import loopback_sources, process_alive, request
 from storekit.reference.sticky import StickyServer, whoami
+from storekit.reference.sticky.bpf import kernel_supported
+from storekit.testing.http_client import loopback_sources, process_alive, request
 
 KERNEL = pytest.mark.skipif(not kernel_supported(), reason="needs Linux SO_REUSEPORT")
 SETUPS = [

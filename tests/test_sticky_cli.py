@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from helpers import wait_until
 
-from storekit.reference._sticky_client import loopback_sources, process_alive, request
 from storekit.reference.sticky import main
+from storekit.testing.http_client import loopback_sources, process_alive, request
 
 
 @pytest.mark.parametrize(

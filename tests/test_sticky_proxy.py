@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from storekit.reference._sticky_client import loopback_sources, request
 from storekit.reference.sticky import StickyServer, whoami
+from storekit.testing.http_client import loopback_sources, request
 
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
 pytestmark = pytest.mark.skipif(

@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import pytest
 
-from storekit.reference._sticky_bpf import Insn, ip_hash_program
-from storekit.reference._sticky_routing import (
+from storekit.reference.sticky.bpf import Insn, ip_hash_program
+from storekit.reference.sticky.routing import (
     HEAD_LIMIT,
     address_key,
     check_mode,

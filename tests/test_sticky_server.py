@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from helpers import wait_until
 
-from storekit.reference._sticky_bpf import kernel_supported
-from storekit.reference._sticky_client import Reply, loopback_sources, process_alive, request
-from storekit.reference._sticky_routing import slot_for_key
-from storekit.reference._sticky_worker import HandoffListener
 from storekit.reference.sticky import StickyServer, StickyServerError, whoami
+from storekit.reference.sticky.bpf import kernel_supported
+from storekit.reference.sticky.routing import slot_for_key
+from storekit.reference.sticky.worker import HandoffListener
+from storekit.testing.http_client import Reply, loopback_sources, process_alive, request
 
 MODES = [
     pytest.param(
@@ -285,7 +285,7 @@ def refuse(sock: socket.socket, program: object) -> None:
 def test_auto_mode_falls_back_to_handoff_when_the_kernel_refuses_to_steer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("storekit.reference._sticky_sockets.attach_reuseport_program", refuse)
+    monkeypatch.setattr("storekit.reference.sticky.sockets.attach_reuseport_program", refuse)
     with StickyServer(whoami, workers=2) as server:
         assert server.mode == "handoff"
         assert served_by(server, "127.0.0.2")[0] == server.slot_for("127.0.0.2")
@@ -293,7 +293,7 @@ def test_auto_mode_falls_back_to_handoff_when_the_kernel_refuses_to_steer(
 
 @pytest.mark.skipif(not kernel_supported(), reason="needs Linux SO_REUSEPORT")
 def test_kernel_mode_asked_for_and_refused_says_to_use_handoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("storekit.reference._sticky_sockets.attach_reuseport_program", refuse)
+    monkeypatch.setattr("storekit.reference.sticky.sockets.attach_reuseport_program", refuse)
     server = StickyServer(whoami, workers=2, mode="kernel")
     with pytest.raises(OSError, match=r"kernel steering is not available here .*; use mode 'handoff'"):
         server.start()

@@ -18,8 +18,8 @@ socketio = pytest.importorskip(
 )
 pytest.importorskip("requests", reason="python-socketio's polling client needs requests")
 
-from storekit.reference._sticky_bpf import kernel_supported  # noqa: E402
 from storekit.reference.sticky import StickyServer  # noqa: E402
+from storekit.reference.sticky.bpf import kernel_supported  # noqa: E402
 
 
 def make_app() -> Callable[..., Any]:

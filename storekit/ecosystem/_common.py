@@ -133,7 +133,7 @@ def redis_url(name: str) -> str:
     """The URL of a redis-server started for resource ``name`` (see reference/redis_server.py)."""
 
     def start() -> tuple[Any, Callable[[], None]]:
-        from storekit.reference.redis_server import RedisServer
+        from storekit.testing.redis_server import RedisServer
 
         server = RedisServer().start()
         _servers[name] = server

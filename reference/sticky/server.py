@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from ._sticky_bpf import kernel_supported
-from ._sticky_master import Master
-from ._sticky_routing import (
+from storekit.reference.sticky.bpf import kernel_supported
+from storekit.reference.sticky.master import Master
+from storekit.reference.sticky.routing import (
     ROUTINGS,
     Mode,
     Routing,
@@ -40,8 +40,8 @@ from ._sticky_routing import (
     parse_bind,
     slot_for_address,
 )
-from ._sticky_sockets import Config, Resolved, open_listeners
-from ._sticky_worker import SLOT_ENV
+from storekit.reference.sticky.sockets import Config, Resolved, open_listeners
+from storekit.reference.sticky.worker import SLOT_ENV
 
 __all__ = [
     "SLOT_ENV",

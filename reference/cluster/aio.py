@@ -8,8 +8,8 @@ import socket
 
 from storekit.contract import Session
 from storekit.errors import StoreUnavailable
-from storekit.reference import _cluster_wire as wire
-from storekit.reference._cluster_requests import ClientBase, Requests, unavailable
+from storekit.reference.cluster import wire
+from storekit.reference.cluster.common import ClientBase, Requests, unavailable
 
 __all__ = ["AsyncClusterStore"]
 

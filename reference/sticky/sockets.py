@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._sticky_bpf import attach_reuseport_program, ip_hash_program
-from ._sticky_routing import Mode, Routing
+from storekit.reference.sticky.bpf import attach_reuseport_program, ip_hash_program
+from storekit.reference.sticky.routing import Mode, Routing
 
 __all__ = ["Config", "KernelSteeringError", "Resolved", "open_listeners", "open_sockets"]
 

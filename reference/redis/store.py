@@ -21,8 +21,8 @@ from typing import Any
 from storekit.codec import encode_session
 from storekit.contract import Session
 from storekit.errors import StoreError
-from storekit.reference._redis_aio import AsyncRedisStore
-from storekit.reference._redis_common import (
+from storekit.reference.redis.aio import AsyncRedisStore
+from storekit.reference.redis.common import (
     BATCH,
     DEFAULT_PREFIX,
     DEFAULT_TTL,
@@ -33,7 +33,7 @@ from storekit.reference._redis_common import (
     namespace_prefix,
     sid_of,
 )
-from storekit.reference._redis_serve import (
+from storekit.reference.redis.serve import (
     ENV_CLUSTER_URL,
     ENV_URL,
     cluster_outage,

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from storekit.reference._cluster_wire import EXPIRY_BYTES, NEVER_BYTES
+from storekit.reference.cluster.wire import EXPIRY_BYTES, NEVER_BYTES
 
 __all__ = ["ClusterState", "Space"]
 

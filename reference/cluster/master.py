@@ -32,11 +32,11 @@ from collections.abc import Iterator
 
 from storekit.codec import DEFAULT_MAX_SESSION_BYTES
 from storekit.errors import StoreError
-from storekit.reference._cluster_aio import AsyncClusterStore
-from storekit.reference._cluster_client import ClusterStore
-from storekit.reference._cluster_requests import ENV_KEY, ENV_SOCKET, Address, address_from_env
-from storekit.reference._cluster_server import ClusterServer
-from storekit.reference._cluster_state import ClusterState
+from storekit.reference.cluster.aio import AsyncClusterStore
+from storekit.reference.cluster.client import ClusterStore
+from storekit.reference.cluster.common import ENV_KEY, ENV_SOCKET, Address, address_from_env
+from storekit.reference.cluster.server import ClusterServer
+from storekit.reference.cluster.state import ClusterState
 from storekit.target import Target
 
 __all__ = [

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from storekit.codec import DEFAULT_MAX_SESSION_BYTES, check_sid, check_ttl, decode_session, session_expiry
+from storekit.codec import DEFAULT_MAX_SESSION_BYTES, check_seconds, check_sid, decode_session, session_expiry
 from storekit.contract import Session
 from storekit.errors import InvalidSessionData, StoreError, StoreUnavailable, cut
 
@@ -116,7 +116,9 @@ class Expiry:
     """Milliseconds to live for a session, from its ``cookie.expires`` or the default TTL."""
 
     def __init__(self, ttl: float | None, clock: Callable[[], float]) -> None:
-        ttl = check_ttl("ttl", ttl, hint="; connect-redis turns ttl=0 into one day, storekit refuses it")
+        ttl = check_seconds(
+            "ttl", ttl, none="no expiry", hint="; connect-redis turns ttl=0 into one day, storekit refuses it"
+        )
         self.ttl_ms = None if ttl is None else max(1, math.ceil(ttl * 1000))
         self.clock = clock
 
@@ -162,8 +164,7 @@ def client_options(timeout: float, *, cluster: bool = False, asyncio: bool = Fal
         raise ImportError(
             f"RedisStore needs redis-py ({exc}); install it with: pip install 'storekit[redis]'"
         ) from exc
-    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
-        raise ValueError(f"timeout must be a positive number of seconds, got {cut(timeout)}")
+    check_seconds("timeout", timeout)
     return {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": retry}
 
 

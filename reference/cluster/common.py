@@ -20,8 +20,8 @@ from typing import Any, NoReturn, TypeVar
 from storekit.codec import (
     DEFAULT_MAX_SESSION_BYTES,
     MAX_SID_LENGTH,
+    check_seconds,
     check_sid,
-    check_ttl,
     decode_session,
     encode_session,
     parse_expires,
@@ -29,7 +29,7 @@ from storekit.codec import (
 )
 from storekit.contract import Session
 from storekit.errors import InvalidSessionData, StoreError, StoreUnavailable, cut
-from storekit.reference import _cluster_wire as wire
+from storekit.reference.cluster import wire
 
 __all__ = ["ENV_KEY", "ENV_SOCKET", "Address", "ClientBase", "Requests", "address_from_env", "unavailable"]
 
@@ -111,7 +111,7 @@ class Requests:
                 f"{wire.MAX_NAMESPACE_BYTES} fit (use a shorter name)"
             )
         self.namespace = ns
-        self.default_ttl = check_ttl("default_ttl", default_ttl)
+        self.default_ttl = check_seconds("default_ttl", default_ttl, none="no expiry")
         self.max_session_bytes = max_session_bytes
         self.clock = clock
         self.length = wire.encode_request(wire.LENGTH, ns)

@@ -21,9 +21,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
-__all__ = ["RedisServer", "RedisServerMissing", "Restartable", "free_port", "redis_server_path"]
+__all__ = [
+    "RedisClusterServers",
+    "RedisServer",
+    "RedisServerMissing",
+    "Restartable",
+    "free_port",
+    "redis_server_path",
+]
 
 START_TIMEOUT = 20.0
 
@@ -169,3 +176,85 @@ class RedisServer(Restartable):
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+SLOTS = 16384
+READY_TIMEOUT = 30.0
+
+
+class RedisClusterServers(Restartable):
+    """``size`` redis-server primaries with cluster mode on, no replicas, the
+    hash slots split evenly between them, as ``redis-cli --cluster create
+    ... --cluster-replicas 0`` would make them."""
+
+    def __init__(self, size: int = 3) -> None:
+        extra = ["cluster-enabled yes", "cluster-config-file nodes.conf", "cluster-node-timeout 5000"]
+        # The bus gets a free port of its own: the default, port + 10000, may be taken
+        # or above 65535 for a port from the ephemeral range.
+        self.bus_ports = [free_port() for _ in range(size)]
+        self.nodes = [RedisServer(extra=[*extra, f"cluster-port {bus}"]) for bus in self.bus_ports]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    def _admin(self, node: RedisServer) -> Any:
+        import redis
+
+        return redis.Redis(port=node.port, socket_timeout=5, decode_responses=True)
+
+    def start(self) -> RedisClusterServers:
+        for node in self.nodes:
+            node.start()
+        first = self._admin(self.nodes[0])
+        with first:
+            formed = first.execute_command("CLUSTER", "INFO").count("cluster_slots_assigned:0") == 0
+        if not formed:
+            self._form()
+        self.wait_ready()
+        return self
+
+    def _form(self) -> None:
+        size = len(self.nodes)
+        for index, node in enumerate(self.nodes):
+            low, high = SLOTS * index // size, SLOTS * (index + 1) // size - 1
+            with self._admin(node) as admin:
+                admin.execute_command("CLUSTER", "SET-CONFIG-EPOCH", index + 1)
+                admin.execute_command("CLUSTER", "ADDSLOTSRANGE", low, high)
+        with self._admin(self.nodes[0]) as first:
+            for node, bus in zip(self.nodes[1:], self.bus_ports[1:], strict=True):
+                first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus)
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Wait until every node sees all nodes, all slots, and state ok."""
+        deadline = time.monotonic() + timeout
+        info = ""
+        while time.monotonic() < deadline:
+            infos = []
+            for node in self.nodes:
+                with contextlib.suppress(Exception), self._admin(node) as admin:
+                    infos.append(admin.execute_command("CLUSTER", "INFO"))
+            want = (
+                "cluster_state:ok",
+                f"cluster_slots_ok:{SLOTS}",
+                f"cluster_known_nodes:{len(self.nodes)}",
+            )
+            if len(infos) == len(self.nodes) and all(all(w in i for w in want) for i in infos):
+                return
+            info = " | ".join(" ".join(i.split()) for i in infos)
+            time.sleep(0.05)
+        raise RuntimeError(
+            f"the Redis Cluster on ports {self.ports} was not ready within {timeout}s: {info[:600]}"
+        )
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()

@@ -7,7 +7,7 @@ from typing import Any
 
 from storekit.codec import encode_session
 from storekit.contract import Session
-from storekit.reference._redis_common import (
+from storekit.reference.redis.common import (
     BATCH,
     StoreCore,
     decode_value,

@@ -9,8 +9,8 @@ import struct
 
 from storekit.contract import Session
 from storekit.errors import StoreUnavailable
-from storekit.reference import _cluster_wire as wire
-from storekit.reference._cluster_requests import ENV_KEY, Address, ClientBase, Requests, unavailable
+from storekit.reference.cluster import wire
+from storekit.reference.cluster.common import ENV_KEY, Address, ClientBase, Requests, unavailable
 
 __all__ = ["ClusterStore"]
 _IDLE_CONNECTIONS = 32  # kept per process; more threads at once open more, then close them

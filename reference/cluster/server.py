@@ -27,8 +27,8 @@ import time
 import weakref
 from typing import Any
 
-from storekit.reference import _cluster_wire as wire
-from storekit.reference._cluster_state import ClusterState
+from storekit.reference.cluster import wire
+from storekit.reference.cluster.state import ClusterState
 
 __all__ = ["ClusterServer"]
 

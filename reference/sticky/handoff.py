@@ -19,8 +19,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from ._sticky_routing import HEAD_LIMIT, address_key, route_head, slot_for_key
-from ._sticky_sockets import Config
+from storekit.reference.sticky.routing import HEAD_LIMIT, address_key, route_head, slot_for_key
+from storekit.reference.sticky.sockets import Config
 
 __all__ = ["Handoff"]
 

@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ._sticky_handoff import Handoff
-from ._sticky_sockets import Config
-from ._sticky_worker import HandoffListener, WorkerSpec, run_worker
+from storekit.reference.sticky.handoff import Handoff
+from storekit.reference.sticky.sockets import Config
+from storekit.reference.sticky.worker import HandoffListener, WorkerSpec, run_worker
 
 __all__ = ["Master"]
 
