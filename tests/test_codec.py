@@ -31,9 +31,11 @@ from storekit.codec import (
     encode_session,
     encode_strictly,
     expires_in,
+    fast_json,
     format_expires,
     parse_expires,
     session_expiry,
+    session_json,
 )
 
 
@@ -219,7 +221,7 @@ _values = st.recursive(
     ),
     max_leaves=12,
 )
-FAST_PATHS = {"orjson": codec._encode_with_orjson, "json": codec._encode_with_json}
+FAST_PATHS = {"orjson": fast_json._encode_with_orjson, "json": fast_json._encode_with_json}
 
 
 @pytest.mark.parametrize("fast", FAST_PATHS.values(), ids=FAST_PATHS.keys())
@@ -250,10 +252,10 @@ _floats = st.floats(allow_nan=False, allow_infinity=False)
 def library(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """storekit.codec with orjson, and as it runs where orjson is not installed."""
     if request.param == "json":
-        monkeypatch.setattr(codec, "_orjson_dumps", None)
-        monkeypatch.setattr(codec, "_orjson_loads", None)
+        monkeypatch.setattr(fast_json, "_orjson_dumps", None)
+        monkeypatch.setattr(fast_json, "_orjson_loads", None)
     else:
-        assert codec._orjson_dumps is not None, "orjson is a dependency on CPython: pip install orjson"
+        assert fast_json._orjson_dumps is not None, "orjson is a dependency on CPython: pip install orjson"
     return str(request.param)
 
 
@@ -382,8 +384,8 @@ def test_values_where_orjson_and_json_differ_get_json_semantics(
 def test_orjson_refuses_what_marshal_may_let_through(value: object, monkeypatch: pytest.MonkeyPatch) -> None:
     """From Python 3.12 marshal takes any class with __buffer__ (a dict or UUID subclass,
     say) as bytes; then orjson itself must refuse subclasses, dataclasses and datetimes."""
-    monkeypatch.setattr(codec.marshal, "dumps", lambda value: b"")  # as if marshal took anything
-    assert codec._encode_with_orjson({"v": value}, 1 << 20) is None
+    monkeypatch.setattr(fast_json.marshal, "dumps", lambda value: b"")  # as if marshal took anything
+    assert fast_json._encode_with_orjson({"v": value}, 1 << 20) is None
 
 
 @pytest.mark.parametrize(
@@ -417,8 +419,8 @@ def test_encoded_sessions_hold_no_more_memory_than_their_size(size: int) -> None
 def test_what_orjsons_path_gives_up_on_takes_jsons_fast_path_not_the_strict_walk(
     session: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert codec._encode_with_orjson(session, 1 << 20) is None
-    monkeypatch.setattr(codec, "encode_strictly", pytest.fail)
+    assert fast_json._encode_with_orjson(session, 1 << 20) is None
+    monkeypatch.setattr(session_json, "encode_strictly", pytest.fail)
     assert canonical(encode_session(session)) == json.dumps(json.loads(json.dumps(session)))
 
 
@@ -428,15 +430,15 @@ def test_without_json_accelerator_the_json_fast_path_writes_the_same_bytes(
     """On an interpreter without json's C accelerator (and without orjson), the
     json fast path falls back to JSONEncoder."""
     session = {"cookie": {"expires": "2030-01-01T00:00:00.000Z"}, "é": [1, 2.5, None, True], "1": {}}
-    expected = codec._encode_with_json(session, 1 << 20)
+    expected = fast_json._encode_with_json(session, 1 << 20)
     monkeypatch.setattr(json.encoder, "c_make_encoder", None)
     try:
-        fallback = importlib.reload(codec)
+        fallback = importlib.reload(fast_json)
         assert fallback._encode_with_json(session, 1 << 20) == expected
         assert fallback._encode_with_json({1: "a"}, 1 << 20) is None
     finally:
         monkeypatch.undo()
-        importlib.reload(codec)
+        importlib.reload(fast_json)
 
 
 _json_texts = st.recursive(
@@ -537,3 +539,25 @@ def test_cookie_json_leaves_out_what_express_session_leaves_undefined() -> None:
         "sameSite": "strict",
     }
     assert list(full) == ["originalMaxAge", "expires", "secure", "httpOnly", "domain", "path", "sameSite"]
+
+
+CONCERNS = {
+    "sid": ["MAX_SID_LENGTH", "check_sid"],
+    "expiry": [
+        "check_seconds",
+        "cookie_json",
+        "expires_in",
+        "format_expires",
+        "parse_expires",
+        "session_expiry",
+    ],
+    "session_json": ["decode_session", "encode_session"],
+    "strict_json": ["DEFAULT_MAX_SESSION_BYTES", "MAX_DEPTH", "encode_strictly"],
+}
+
+
+def test_the_package_exports_each_name_from_the_module_of_its_concern() -> None:
+    assert codec.__all__ == sorted(name for names in CONCERNS.values() for name in names)
+    for module, names in CONCERNS.items():
+        owner = importlib.import_module(f"storekit.codec.{module}")
+        assert [name for name in names if getattr(codec, name) is not getattr(owner, name)] == []

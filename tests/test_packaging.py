@@ -46,6 +46,8 @@ def test_the_wheel_holds_the_three_packages_the_marker_and_the_entry_points(whee
         "storekit/reference/sticky/routing.py",
         "storekit/reference/redis/__init__.py",
         "storekit/testing/__init__.py",
+        "storekit/codec/__init__.py",
+        "storekit/codec/fast_json.py",
         "storekit/testing/redis_server.py",
         "storekit/ecosystem/cachelib.py",
         "storekit/flask.py",
