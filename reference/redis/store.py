@@ -14,48 +14,20 @@ See ``docs/redis.md``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 from storekit.codec import encode_session
 from storekit.contract import Session
-from storekit.errors import StoreError
-from storekit.reference.redis.aio import AsyncRedisStore
 from storekit.reference.redis.common import (
     BATCH,
-    DEFAULT_PREFIX,
-    DEFAULT_TTL,
-    CorruptSession,
     StoreCore,
     decode_value,
     mapped_errors,
-    namespace_prefix,
     sid_of,
 )
-from storekit.reference.redis.serve import (
-    ENV_CLUSTER_URL,
-    ENV_URL,
-    cluster_outage,
-    redis_outage,
-    serve_cluster,
-    serve_redis,
-)
-from storekit.target import Target
 
-__all__ = [
-    "DEFAULT_PREFIX",
-    "DEFAULT_TTL",
-    "ENV_CLUSTER_URL",
-    "ENV_URL",
-    "AsyncRedisStore",
-    "CorruptSession",
-    "RedisStore",
-    "namespace_prefix",
-    "redis_async_target",
-    "redis_cluster_target",
-    "redis_target",
-]
+__all__ = ["RedisStore"]
 
 
 class RedisStore(StoreCore):
@@ -162,64 +134,3 @@ class RedisStore(StoreCore):
 
     def __repr__(self) -> str:
         return f"RedisStore({self.where!r}, prefix={self.prefix!r})"
-
-
-def _url(name: str) -> str:
-    url = os.environ.get(name)
-    if not url:
-        raise StoreError(
-            f"${name} is not set: run the suite with this target (its serve() starts a "
-            f"redis-server and sets it), or export {name}=redis://host:port/0 to use a running one"
-        )
-    return url
-
-
-def _single() -> RedisStore:
-    return RedisStore(_url(ENV_URL))
-
-
-def _async() -> AsyncRedisStore:
-    return AsyncRedisStore(_url(ENV_URL))
-
-
-def _cluster() -> RedisStore:
-    return RedisStore(_url(ENV_CLUSTER_URL), cluster=True)
-
-
-# Expiries travel as relative milliseconds (PX), computed from the clock that
-# the server shares on one machine; what remains is a request's round trip and
-# Redis's 1 ms granularity, far inside 0.25 s even on a loaded machine.
-redis_target = Target(
-    _single,
-    name="RedisStore",
-    shared=True,
-    serve=serve_redis,
-    namespaced=lambda namespace: RedisStore(_url(ENV_URL), prefix=namespace_prefix(namespace)),
-    ttl_resolution=0.25,
-    default_ttl=DEFAULT_TTL,
-    outage=redis_outage,
-)
-
-redis_cluster_target = Target(
-    _cluster,
-    name="RedisStore (cluster)",
-    shared=True,
-    serve=serve_cluster,
-    namespaced=lambda namespace: RedisStore(
-        _url(ENV_CLUSTER_URL), cluster=True, prefix=namespace_prefix(namespace)
-    ),
-    ttl_resolution=0.25,
-    default_ttl=DEFAULT_TTL,
-    outage=cluster_outage,
-)
-
-redis_async_target = Target(
-    _async,
-    name="AsyncRedisStore",
-    shared=True,
-    serve=serve_redis,
-    namespaced=lambda namespace: AsyncRedisStore(_url(ENV_URL), prefix=namespace_prefix(namespace)),
-    ttl_resolution=0.25,
-    default_ttl=DEFAULT_TTL,
-    outage=redis_outage,
-)
