@@ -198,11 +198,13 @@ def set_cookie_header(
     secure: bool,
     http_only: bool,
     same_site: str | None,
+    partitioned: bool = False,
 ) -> str:
     """A ``Set-Cookie`` header value; ``value`` is URL-encoded as ``encodeURIComponent`` does.
 
     With ``expires`` (POSIX seconds) the cookie gets both ``Max-Age`` and
-    ``Expires``; without it, it is a browser-session cookie.
+    ``Expires``; without it, it is a browser-session cookie. ``partitioned``
+    adds the ``Partitioned`` attribute (CHIPS).
     """
     parts = [f"{name}={quote(value, safe=_URI_SAFE)}"]
     if expires is not None:
@@ -218,11 +220,20 @@ def set_cookie_header(
         parts.append("Secure")
     if same_site is not None:
         parts.append(f"SameSite={SAME_SITE[same_site]}")
+    if partitioned:
+        parts.append("Partitioned")
     return "; ".join(parts)
 
 
 def delete_cookie_header(
-    name: str, *, path: str, domain: str | None, secure: bool, http_only: bool, same_site: str | None
+    name: str,
+    *,
+    path: str,
+    domain: str | None,
+    secure: bool,
+    http_only: bool,
+    same_site: str | None,
+    partitioned: bool = False,
 ) -> str:
     """A ``Set-Cookie`` that removes cookie ``name`` set with the same path and domain."""
     return set_cookie_header(
@@ -235,4 +246,5 @@ def delete_cookie_header(
         secure=secure,
         http_only=http_only,
         same_site=same_site,
+        partitioned=partitioned,
     )

@@ -13,7 +13,11 @@ process (``storekit.reference.cluster:ClusterStore``) works as it should.
 The session keys are Django's own (32 characters of ``[a-z0-9]``). The stored
 session is Django's data plus ``cookie``, whose ``expires`` is
 ``get_expiry_date()``, so the store expires the session itself and
-``clear_expired()`` has nothing to do. Django's semantics are kept:
+``clear_expired()`` has nothing to do. The record is written and read by the
+session core (:mod:`storekit.lifecycle`), as under WSGI and Flask: the
+``cookie`` JSON by :func:`storekit.codec.cookie_json`, and an app key named
+``cookie`` kept under ``storekit.key:cookie``. When to save and what cookie
+to send is Django's ``SessionMiddleware``'s to decide. Django's semantics are kept:
 ``load()`` never creates anything, ``save(must_create=True)`` raises
 CreateError for a key that exists, ``save()`` raises UpdateError when the
 session has vanished (a logout in another request is never undone), and a
@@ -24,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pkgutil
 import threading
 from typing import Any
 
@@ -32,8 +35,11 @@ from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
 from django.core.exceptions import ImproperlyConfigured
 
-from storekit.codec import format_expires
+from storekit.codec import cookie_json
+from storekit.contract import check_store, store_kind
 from storekit.errors import InvalidSessionId, cut
+from storekit.lifecycle import record_of, split_record
+from storekit.resolve import ResolveError, resolve
 
 __all__ = ["SETTING", "SessionStore", "get_store"]
 
@@ -45,48 +51,32 @@ _stores: dict[tuple[int, str], Any] = {}
 
 
 def _build(spec: str) -> Any:
-    module, sep, attr = spec.partition(":")
-    if not sep or not module or not attr:
-        raise ImproperlyConfigured(
-            f"{SETTING} must be 'module:attribute', got {spec!r} "
-            "(for example 'storekit.reference:MemoryStore')"
-        )
     try:
-        found = pkgutil.resolve_name(spec)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ImproperlyConfigured(
-            f"{SETTING} = {spec!r} does not resolve ({type(exc).__name__}: {exc}); "
-            "check the module path and the attribute name"
-        ) from None
+        found = resolve(spec, example="'storekit.reference:MemoryStore'")
+    except ResolveError as exc:
+        raise ImproperlyConfigured(f"{SETTING} = {spec!r}: {exc}") from None
     from storekit.target import Target
 
     if isinstance(found, Target):
         found = found.factory
-    if not _is_store(found) and callable(found):
-        found = found()
-    if not _is_store(found):
+    if callable(found) and not _is_store(found):
+        found = found()  # a class or a factory
+    try:
+        return check_store(found, SETTING, kind="sync")
+    except TypeError as exc:
         raise ImproperlyConfigured(
-            f"{SETTING} = {spec!r} gave {cut(found)}, which is not a store: a store has get, set "
-            "and destroy methods; name a store, a callable returning one, or a storekit.Target"
-        )
-    if any(_is_coroutine(getattr(found, name)) for name in ("get", "set", "destroy")):
-        raise ImproperlyConfigured(
-            f"{SETTING} = {spec!r} is an async store; Django's session engine API is sync, "
-            "so name a sync store"
-        )
-    return found
+            f"{SETTING} = {spec!r} gave {exc}; name a sync store, a callable returning one, "
+            "or a storekit.Target"
+        ) from None
 
 
 def _is_store(obj: object) -> bool:
-    return not isinstance(obj, type) and all(
-        callable(getattr(obj, n, None)) for n in ("get", "set", "destroy")
-    )
-
-
-def _is_coroutine(function: Any) -> bool:
-    import inspect
-
-    return inspect.iscoroutinefunction(function)
+    """Whether ``obj`` is already a store (one that happens to be callable is not called)."""
+    try:
+        store_kind(obj)
+    except TypeError:
+        return False
+    return True
 
 
 def get_store() -> Any:
@@ -104,6 +94,11 @@ def get_store() -> Any:
         return _stores[key]
 
 
+def _same_site(value: object) -> str | None:
+    """Django's ``SESSION_COOKIE_SAMESITE`` as the core writes it (lower case), or None (``False``)."""
+    return value.lower() if isinstance(value, str) else None
+
+
 class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type hints
     """Django's ``SessionStore`` for ``SESSION_ENGINE = "storekit.django"``."""
 
@@ -112,19 +107,16 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
         return get_store()
 
     def _record(self, data: dict[str, Any]) -> dict[str, Any]:
-        if "cookie" in data:
-            raise ValueError(
-                "the session key 'cookie' is reserved by storekit for the session's expiry; "
-                "store that value under another key"
-            )
-        expires = self.get_expiry_date().timestamp()
-        cookie = {
-            "originalMaxAge": self.get_expiry_age() * 1000,
-            "expires": format_expires(expires),
-            "httpOnly": settings.SESSION_COOKIE_HTTPONLY,
-            "path": settings.SESSION_COOKIE_PATH,
-        }
-        return {**data, "cookie": cookie}
+        cookie = cookie_json(
+            max_age=self.get_expiry_age(),
+            expires=self.get_expiry_date().timestamp(),
+            http_only=settings.SESSION_COOKIE_HTTPONLY,
+            path=settings.SESSION_COOKIE_PATH,
+            secure=settings.SESSION_COOKIE_SECURE,
+            domain=settings.SESSION_COOKIE_DOMAIN,
+            same_site=_same_site(settings.SESSION_COOKIE_SAMESITE),
+        )
+        return record_of(data, cookie, {})
 
     def _fetch(self, key: str | None) -> dict[str, Any] | None:
         if key is None:
@@ -136,11 +128,13 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
         return record
 
     def load(self) -> dict[str, Any]:
-        record = self._fetch(self.session_key)
-        if record is None:
+        key = self.session_key
+        record = self._fetch(key)
+        if key is None or record is None:
             self._session_key = None
             return {}
-        return {key: value for key, value in record.items() if key != "cookie"}
+        data, _, _ = split_record(key, record)
+        return data
 
     def exists(self, session_key: str | None) -> bool:
         return self._fetch(session_key) is not None

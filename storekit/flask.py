@@ -1,4 +1,4 @@
-"""Server-side Flask sessions in any conforming store.
+"""Server-side Flask sessions in any conforming store: the Flask shell over :mod:`storekit.session`.
 
     from storekit.flask import StoreSessionInterface
     from storekit.reference import MemoryStore
@@ -9,36 +9,44 @@
 The browser holds only the session ID, signed with the app's ``secret_key``
 (and verified with ``SECRET_KEY_FALLBACKS`` too, for rotation) in
 express-session's format (``s:<sid>.<signature>``); the data lives in the
-store, with its expiry in ``session["cookie"]["expires"]`` so that the store
-drops it: ``PERMANENT_SESSION_LIFETIME`` from the last write, renewed on each
-request by ``touch`` when ``SESSION_REFRESH_EACH_REQUEST`` is on and the store
-offers it. A permanent session's cookie carries the same expiry; any other is a
-browser-session cookie. The other cookie settings are Flask's own
-(``SESSION_COOKIE_NAME``, ``_DOMAIN``, ``_PATH``, ``_HTTPONLY``, ``_SECURE``,
-``_SAMESITE``, ``_PARTITIONED``).
+store. Every decision (load, change detection, save, touch or skip, the
+cookie, ``Vary``) is the core's, as under the WSGI middleware; this module
+only maps Flask's configuration onto the core's options and Flask's request
+and response onto its calls:
 
-An unknown or forged sid is never adopted: the request gets a fresh session
-and a fresh sid. ``session.regenerate()`` gives the session a new sid and
-destroys the old record at the end of the request: call it at login. An empty
-session that nobody wrote to is neither saved nor sent; ``session.clear()``
-destroys the stored session and deletes the cookie. Responses vary on
-``Cookie`` whenever the session was read. Nothing is saved for a 5xx response.
+* ``PERMANENT_SESSION_LIFETIME`` is ``max_age``: the store expires the
+  session that long after the last request. A permanent session's cookie
+  carries the same expiry; any other is a browser-session cookie.
+* ``SESSION_REFRESH_EACH_REQUEST`` is ``rolling`` for permanent sessions, and
+  lets an unchanged session be touched (or written again, for a store without
+  ``touch``) so that its stored expiry moves on.
+* ``SESSION_COOKIE_NAME``, ``_DOMAIN``, ``_PATH``, ``_HTTPONLY``, ``_SECURE``,
+  ``_SAMESITE`` and ``_PARTITIONED`` are the cookie's flags.
+
+What Flask's own session does, this one does too: values that Flask's tagged
+JSON round-trips (tuple, bytes, Markup, UUID, datetime, and dicts whose one
+key looks like a tag) come back as they went in, stored as the JSON that
+``flask.json.tag.TaggedJSONSerializer`` makes of them (plain JSON values are
+stored as they are); ``session.clear()`` ends the session (the record is
+destroyed and the cookie deleted); ``accessed`` is set only when the view used
+the session. ``session.regenerate()`` drops the data, as under WSGI, unless
+``keep_data=True``.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
-from flask.sessions import SessionInterface, SessionMixin
-from werkzeug.datastructures import CallbackDict
+from flask.json.tag import TaggedJSONSerializer
+from flask.sessions import SessionInterface, SessionMixin, session_json_serializer
 
-from storekit.codec import check_sid, format_expires
 from storekit.contract import Store, SupportsTouch, check_store
-from storekit.cookie import check_secrets, cookie_values, generate_sid, sign, signed_sids
+from storekit.cookie import generate_sid
+from storekit.options import SessionConfig
+from storekit.request import end_request, open_session
+from storekit.session import Session
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -46,62 +54,61 @@ if TYPE_CHECKING:
 
 __all__ = ["StoreSession", "StoreSessionInterface"]
 
-_URI_SAFE = "-_.!~*'()"  # what encodeURIComponent leaves alone, as express-session sends the cookie
+
+def _tag(value: Any) -> Any:
+    return session_json_serializer.tag(value)
 
 
-def _fingerprint(data: dict[str, Any]) -> str:
-    return json.dumps(data, sort_keys=True, default=repr)
+def _untag(value: Any) -> Any:
+    """What ``TaggedJSONSerializer.loads`` does to a parsed value, without the JSON text."""
+    if isinstance(value, dict):
+        return session_json_serializer.untag({key: _untag(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return [_untag(item) for item in value]
+    return value
 
 
-class StoreSession(CallbackDict[str, Any], SessionMixin):
-    """A Flask session kept in a store: a dict with a ``sid``.
+class StoreSession(Session, SessionMixin):
+    """A Flask session kept in a store: the core's :class:`storekit.session.Session` with
+    Flask's flags (``new``, ``modified``, ``permanent``, ``accessed``).
 
     Changes are found at the end of the request by comparing the data with what
     was loaded, nested ones included, so ``session.modified = True`` is never
     needed (it still forces a save).
     """
 
-    def __init__(self, data: dict[str, Any] | None, sid: str, *, new: bool, cookie_sid: str | None) -> None:
-        def on_update(self: StoreSession) -> None:
-            self.modified = True
+    encode = staticmethod(_tag)
+    decode = staticmethod(_untag)
+    had_cookie = False
 
-        super().__init__(data, on_update)
-        self.sid = sid
-        self.new = new
-        self.cookie_sid = cookie_sid
-        self.modified = False
-        self.replaced: list[str] = []
-        self._loaded = _fingerprint(dict(self))
+    @property
+    def sid(self) -> str:
+        """The session ID (the same as ``id``)."""
+        return self.id
 
-    # Flask 3.1.3 marks the session accessed in the request context; earlier versions
-    # leave it to the session class, as SecureCookieSession did.
-    def __getitem__(self, key: str) -> Any:
-        self.accessed = True
-        return super().__getitem__(key)
+    @property
+    def new(self) -> bool:  # type: ignore[override]  # a flag in Flask's mixin, a constructor in the core
+        """True unless this session was loaded under the sid the request's cookie named."""
+        return self.is_new
 
-    def get(self, key: str, default: Any = None) -> Any:
-        self.accessed = True
-        return super().get(key, default)
+    @property
+    def modified(self) -> bool:
+        """Whether the session will be saved: its data changed, or ``modified = True`` was set."""
+        return self.is_modified()
 
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        self.accessed = True
-        return super().setdefault(key, default)
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        if value:
+            self.mark_modified()
 
-    def regenerate(self, genid: Callable[[], str] = generate_sid) -> None:
-        """Give the session a new sid, keeping its data; the old record is destroyed
-        when the response is saved. Do this when privileges change (login), against fixation."""
-        if not self.new:
-            self.replaced.append(self.sid)
-        self.sid = check_sid(genid())
-        self.new = True
-        self.modified = True
+    @property
+    def permanent(self) -> bool:
+        """Flask's ``session.permanent``, kept under ``_permanent`` as Flask keeps it."""
+        return bool(self.peek("_permanent", False))
 
-    def is_modified(self) -> bool:
-        """Whether the data differs from what was loaded, or ``modified`` was set."""
-        return self.modified or _fingerprint(dict(self)) != self._loaded
-
-    def __repr__(self) -> str:
-        return f"<StoreSession {self.sid[:6]}... keys={sorted(self)!r}>"
+    @permanent.setter
+    def permanent(self, value: bool) -> None:
+        self["_permanent"] = bool(value)
 
 
 class StoreSessionInterface(SessionInterface):
@@ -109,9 +116,12 @@ class StoreSessionInterface(SessionInterface):
 
     ``genid`` makes new sids (24 random bytes, URL-safe base64, by default) and
     ``clock`` gives POSIX seconds; both can be replaced in tests.
+    ``serializer`` is Flask's own tagged-JSON serializer: register a tag on it
+    as on Flask's cookie session.
     """
 
     session_class = StoreSession
+    serializer: TaggedJSONSerializer = session_json_serializer
 
     def __init__(
         self,
@@ -121,89 +131,78 @@ class StoreSessionInterface(SessionInterface):
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = check_store(store, "Flask", kind="sync")
-        self.toucher: SupportsTouch | None = store if isinstance(store, SupportsTouch) else None
+        self.can_touch = isinstance(store, SupportsTouch)
         self.genid = genid
         self.clock = clock
+        self._configs: dict[tuple[Any, ...], SessionConfig] = {}
 
-    def _keys(self, app: Flask) -> tuple[bytes, ...] | None:
+    def session_config(self, app: Flask) -> SessionConfig | None:
+        """The core's options for ``app``'s configuration, or None without a secret key."""
         if not app.secret_key:
             return None
-        fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or []
-        return check_secrets([app.secret_key, *fallbacks])
+        refresh = bool(app.config.get("SESSION_REFRESH_EACH_REQUEST", True))
+        key = (
+            app.secret_key,
+            tuple(app.config.get("SECRET_KEY_FALLBACKS") or ()),
+            self.get_cookie_name(app),
+            app.permanent_session_lifetime.total_seconds(),
+            refresh,
+            self.get_cookie_httponly(app),
+            self.get_cookie_secure(app),
+            self.get_cookie_samesite(app),
+            self.get_cookie_path(app),
+            self.get_cookie_domain(app),
+            self.get_cookie_partitioned(app),
+        )
+        config = self._configs.get(key)
+        if config is None:
+            secret, fallbacks, name, lifetime, refresh, http_only, secure, same_site, path, domain, part = key
+            config = SessionConfig(
+                secret=[secret, *fallbacks],
+                cookie_name=name,
+                max_age=lifetime,
+                rolling=refresh,  # for permanent sessions only: the others' cookie has no expiry
+                resave=refresh and not self.can_touch,
+                http_only=http_only,
+                secure=secure,
+                same_site=same_site,
+                path=path,
+                domain=domain,
+                partitioned=part,
+                clock=self.clock,
+                genid=self.genid,
+            )
+            self._configs = {key: config}  # one app's configuration at a time
+        return config
 
     def open_session(self, app: Flask, request: Request) -> StoreSession | None:
-        keys = self._keys(app)
-        if keys is None:
+        config = self.session_config(app)
+        if config is None:
             return None  # Flask's NullSession says to set a secret key
-        for sid in signed_sids(cookie_values(request.headers.get("Cookie"), self.get_cookie_name(app)), keys):
-            record = self.store.get(sid)
-            if record is None:  # expired or destroyed: never adopt the client's sid
-                return self.session_class(None, check_sid(self.genid()), new=True, cookie_sid=sid)
-            data = {key: item for key, item in record.items() if key != "cookie"}
-            return self.session_class(data, sid, new=False, cookie_sid=sid)
-        return self.session_class(None, check_sid(self.genid()), new=True, cookie_sid=None)
-
-    def _record(self, app: Flask, session: StoreSession, expires: float) -> dict[str, Any]:
-        cookie = {
-            "originalMaxAge": round(app.permanent_session_lifetime.total_seconds() * 1000),
-            "expires": format_expires(expires),
-            "secure": self.get_cookie_secure(app),
-            "httpOnly": self.get_cookie_httponly(app),
-            "domain": self.get_cookie_domain(app),
-            "path": self.get_cookie_path(app),
-            "sameSite": self.get_cookie_samesite(app),
-        }
-        return {**dict(session), "cookie": cookie}
+        session, had_cookie = open_session(
+            config, self.store, request.headers.get("Cookie"), session_class=self.session_class
+        )
+        assert isinstance(session, StoreSession)
+        session.had_cookie = had_cookie
+        session.request_secure = request.is_secure
+        return session
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if not isinstance(session, StoreSession):
             raise TypeError(f"StoreSessionInterface cannot save {session!r}, which it did not open")
-        if session.accessed:
+        ended = session.is_empty() and session.is_modified() and not session.destroyed
+        if ended and response.status_code < 500:
+            session.destroy()  # Flask: a session emptied by the view ends, and its cookie goes
+        session.cookie.persistent = session.permanent
+        plan = end_request(
+            session,
+            self.store,
+            status=response.status_code,
+            request_secure=session.request_secure,
+            had_cookie=session.had_cookie,
+            can_touch=bool(app.config.get("SESSION_REFRESH_EACH_REQUEST", True)),
+        )
+        if plan.set_cookie is not None:
+            response.headers.add("Set-Cookie", plan.set_cookie)
+        if plan.vary:
             response.vary.add("Cookie")
-        if response.status_code >= 500:
-            return
-        for old in session.replaced:
-            self.store.destroy(old)
-        session.replaced = []
-        if not session:
-            if session.is_modified() or (session.cookie_sid is not None and session.new):
-                if not session.new:
-                    self.store.destroy(session.sid)
-                if session.cookie_sid is not None:
-                    self._delete_cookie(app, response)
-            return
-        expires = self.clock() + app.permanent_session_lifetime.total_seconds()
-        refresh = bool(app.config.get("SESSION_REFRESH_EACH_REQUEST", True))
-        if session.new or session.is_modified() or (session.permanent and refresh):
-            self.store.set(session.sid, self._record(app, session, expires))
-            self._set_cookie(app, session, response)
-        elif refresh and self.toucher is not None:
-            self.toucher.touch(session.sid, self._record(app, session, expires))
-
-    def _set_cookie(self, app: Flask, session: StoreSession, response: Response) -> None:
-        keys = self._keys(app)
-        assert keys is not None  # open_session returned a NullSession otherwise
-        response.set_cookie(
-            self.get_cookie_name(app),
-            quote(sign(session.sid, keys[0]), safe=_URI_SAFE),
-            expires=self.get_expiration_time(app, session),
-            httponly=self.get_cookie_httponly(app),
-            domain=self.get_cookie_domain(app),
-            path=self.get_cookie_path(app),
-            secure=self.get_cookie_secure(app),
-            partitioned=self.get_cookie_partitioned(app),
-            samesite=self.get_cookie_samesite(app),
-        )
-        response.vary.add("Cookie")
-
-    def _delete_cookie(self, app: Flask, response: Response) -> None:
-        response.delete_cookie(
-            self.get_cookie_name(app),
-            domain=self.get_cookie_domain(app),
-            path=self.get_cookie_path(app),
-            secure=self.get_cookie_secure(app),
-            partitioned=self.get_cookie_partitioned(app),
-            samesite=self.get_cookie_samesite(app),
-            httponly=self.get_cookie_httponly(app),
-        )
-        response.vary.add("Cookie")

@@ -2,7 +2,8 @@
 
 A group is a name, such as ``"user:42"``. Its members are kept in an index
 record in the same store, under the reserved sid ``storekit.group:<name>``:
-``{"members": [sid, ...], "cookie": {"expires": ...}}``. Any conforming store
+``{"members": [sid, ...], "cookie": {"expires": ...}}`` (the cookie written by
+:func:`storekit.codec.cookie_json`, so that the store expires the index). Any conforming store
 can hold it, and ending a group is: read the index, destroy it, destroy every
 member.
 
@@ -14,6 +15,10 @@ the end. Destroyed members are never removed from an index (a sid is never
 reused, so destroying it again is harmless); an index is pruned of members
 whose sessions are gone when it grows past :data:`PRUNE_AT`.
 
+The index arithmetic (:func:`members`, :func:`joined`, :func:`left`) is pure;
+:func:`add_member`, :func:`remove_member` and :func:`end_group` are its sync
+I/O, and an async shell awaits the same steps.
+
 Each session remembers, under the reserved key ``storekit.groups``, until
 when each of its groups' index is known to last; the index is written again
 only when that time comes near, not on every request.
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from storekit.codec import check_sid, format_expires, parse_expires
+from storekit.codec import check_sid, cookie_json, parse_expires
 from storekit.contract import Store
 from storekit.errors import InvalidSessionData, cut
 
@@ -36,6 +41,9 @@ __all__ = [
     "end_group",
     "group_sid",
     "groups_due",
+    "joined",
+    "left",
+    "members",
     "remove_member",
 ]
 
@@ -72,16 +80,18 @@ def groups_due(groups: dict[str, float], *, expires: float | None, now: float, t
     return sorted(name for name, until in groups.items() if until < needed)
 
 
-def _members(record: dict[str, Any] | None, name: str) -> list[str]:
+def members(record: dict[str, Any] | None, name: str) -> list[str]:
+    """The sids an index record of group ``name`` lists (none for no record); InvalidSessionData
+    for a record that is not an index."""
     if record is None:
         return []
-    members = record.get("members")
-    if not isinstance(members, list) or not all(isinstance(sid, str) for sid in members):
+    found = record.get("members")
+    if not isinstance(found, list) or not all(isinstance(sid, str) for sid in found):
         raise InvalidSessionData(
             f"the index of group {name!r} (sid {group_sid(name)!r}) holds {cut(record)}, not "
             "{'members': [sid, ...]}; another program wrote under storekit's reserved prefix"
         )
-    return list(members)
+    return list(found)
 
 
 def _index_until(record: dict[str, Any] | None) -> float:
@@ -92,6 +102,28 @@ def _index_until(record: dict[str, Any] | None) -> float:
     return 0.0 if expires is None else parse_expires(expires)
 
 
+def joined(
+    record: dict[str, Any] | None, alive: list[str], sid: str, *, until: float
+) -> tuple[dict[str, Any], float]:
+    """The index record once ``sid`` joined, and until when it lasts (at least ``until``).
+
+    Pure: ``alive`` is the members to keep, already pruned by the caller when
+    there are more than :data:`PRUNE_AT` of them.
+    """
+    kept = [*alive, sid] if sid not in alive else list(alive)
+    until = max(until, _index_until(record))
+    return {"members": kept, "cookie": cookie_json(max_age=None, expires=until)}, until
+
+
+def left(record: dict[str, Any] | None, name: str, sid: str) -> dict[str, Any] | None:
+    """The index record once ``sid`` left, or None when there is nothing to write. Pure."""
+    found = members(record, name)
+    if record is None or sid not in found:
+        return None
+    found.remove(sid)
+    return {**record, "members": found}
+
+
 def add_member(store: Store, name: str, sid: str, *, until: float) -> float:
     """Put ``sid`` in group ``name``, keeping the index until at least ``until``.
 
@@ -99,27 +131,20 @@ def add_member(store: Store, name: str, sid: str, *, until: float) -> float:
     """
     index = group_sid(name)
     record = store.get(index)
-    members = _members(record, name)
-    if len(members) > PRUNE_AT:
-        members = [member for member in members if store.get(member) is not None]
-    if sid not in members:
-        members.append(sid)
-    until = max(until, _index_until(record))
-    store.set(
-        index, {"members": members, "cookie": {"originalMaxAge": None, "expires": format_expires(until)}}
-    )
+    alive = members(record, name)
+    if len(alive) > PRUNE_AT:
+        alive = [member for member in alive if store.get(member) is not None]
+    written, until = joined(record, alive, sid, until=until)
+    store.set(index, written)
     return until
 
 
 def remove_member(store: Store, name: str, sid: str) -> None:
     """Take ``sid`` out of group ``name``; nothing happens if it was not in it."""
     index = group_sid(name)
-    record = store.get(index)
-    members = _members(record, name)
-    if record is None or sid not in members:
-        return
-    members.remove(sid)
-    store.set(index, {**record, "members": members})
+    written = left(store.get(index), name, sid)
+    if written is not None:
+        store.set(index, written)
 
 
 def end_group(store: Store, name: str) -> list[str]:
@@ -129,9 +154,9 @@ def end_group(store: Store, name: str) -> list[str]:
     that joins while this runs starts a new group instead of being lost.
     """
     index = group_sid(name)
-    members = _members(store.get(index), name)
+    ended = members(store.get(index), name)
     store.destroy(index)
-    for member in members:
+    for member in ended:
         if not member.startswith(GROUP_PREFIX):
             store.destroy(member)
-    return members
+    return ended

@@ -6,13 +6,12 @@ a message that quotes the bad value and says the fix.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from storekit.codec import format_expires, parse_expires
+from storekit.codec import check_seconds, cookie_json, parse_expires
 from storekit.cookie import SAME_SITE, check_attribute, check_cookie_name, check_secrets, generate_sid
 from storekit.errors import InvalidSessionData, cut
 
@@ -21,23 +20,13 @@ __all__ = ["DEFAULT_GROUP_TTL", "SessionConfig", "SessionCookie", "request_is_se
 DEFAULT_GROUP_TTL = 400 * 86400.0
 """How long a group index lives past its last join (400 days, browsers' cap on a cookie's life)."""
 
+BROWSER_SESSION = "a browser-session cookie"
+
 
 def _flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False, got {type(value).__name__} {cut(value)}")
     return value
-
-
-def _seconds(name: str, value: object, *, none_means: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a number of seconds or None ({none_means}), got {cut(value)}")
-    if value <= 0:
-        raise ValueError(
-            f"{name} must be a positive number of seconds, got {value!r}; use None for {none_means}"
-        )
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -62,6 +51,7 @@ class SessionConfig:
     same_site: str | None = "lax"
     path: str = "/"
     domain: str | None = None
+    partitioned: bool = False
     trust_proxy: bool = False
     group_ttl: float = DEFAULT_GROUP_TTL
     clock: Callable[[], float] = field(default=time.time, repr=False)
@@ -71,10 +61,17 @@ class SessionConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "keys", check_secrets(self.secret))
         check_cookie_name(self.cookie_name)
-        object.__setattr__(
-            self, "max_age", _seconds("max_age", self.max_age, none_means="a browser-session cookie")
+        object.__setattr__(self, "max_age", check_seconds("max_age", self.max_age, none=BROWSER_SESSION))
+        flags = (
+            "rolling",
+            "resave",
+            "save_uninitialized",
+            "always_set",
+            "http_only",
+            "partitioned",
+            "trust_proxy",
         )
-        for name in ("rolling", "resave", "save_uninitialized", "always_set", "http_only", "trust_proxy"):
+        for name in flags:
             _flag(name, getattr(self, name))
         if self.secure != "auto":
             _flag("secure", self.secure)
@@ -93,11 +90,8 @@ class SessionConfig:
             raise ValueError(f"cookie path must start with '/', got {self.path!r}")
         if self.domain is not None:
             check_attribute("domain", self.domain)
-        ttl = self.group_ttl
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl) or ttl <= 0:
-            raise ValueError(
-                f"group_ttl must be a positive number of seconds, got {cut(ttl)}; the default is 400 days"
-            )
+        ttl = check_seconds("group_ttl", self.group_ttl, hint="; the default is 400 days")
+        object.__setattr__(self, "group_ttl", ttl)
         if not callable(self.clock) or not callable(self.genid):
             raise ValueError("clock and genid must be callables taking no arguments")
 
@@ -129,12 +123,23 @@ class SessionCookie:
     ``max_age`` is in seconds; ``expires`` is POSIX seconds or None (a
     browser-session cookie). Setting ``max_age`` restarts the expiry and
     sends the cookie again, as ``req.session.cookie.maxAge = ms`` does.
+    ``persistent`` False keeps the browser's copy a browser-session cookie
+    while the store still expires the session at ``expires`` (a Flask
+    session that is not permanent).
     """
 
-    def __init__(self, max_age: float | None, expires: float | None, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        max_age: float | None,
+        expires: float | None,
+        clock: Callable[[], float],
+        *,
+        persistent: bool = True,
+    ) -> None:
         self.original_max_age = max_age
         self.expires = expires
         self.changed = False
+        self.persistent = persistent
         self._clock = clock
 
     @property
@@ -144,7 +149,7 @@ class SessionCookie:
 
     @max_age.setter
     def max_age(self, seconds: float | None) -> None:
-        self.original_max_age = _seconds("max_age", seconds, none_means="a browser-session cookie")
+        self.original_max_age = check_seconds("max_age", seconds, none=BROWSER_SESSION)
         self.reset()
         self.changed = True
 
@@ -154,21 +159,16 @@ class SessionCookie:
         self.expires = None if age is None else self._clock() + age
 
     def to_json(self, config: SessionConfig, secure: bool) -> dict[str, Any]:
-        """express-session's ``cookie.toJSON()``: keys it leaves undefined are left out."""
-        age = self.original_max_age
-        data: dict[str, Any] = {
-            "originalMaxAge": None if age is None else round(age * 1000),
-            "expires": None if self.expires is None else format_expires(self.expires),
-        }
-        if secure:
-            data["secure"] = True
-        data["httpOnly"] = config.http_only
-        if config.domain is not None:
-            data["domain"] = config.domain
-        data["path"] = config.path
-        if config.same_site is not None:
-            data["sameSite"] = config.same_site
-        return data
+        """express-session's ``cookie.toJSON()``, written by :func:`storekit.codec.cookie_json`."""
+        return cookie_json(
+            max_age=self.original_max_age,
+            expires=self.expires,
+            http_only=config.http_only,
+            path=config.path,
+            secure=secure,
+            domain=config.domain,
+            same_site=config.same_site,
+        )
 
     @classmethod
     def from_json(cls, data: object, config: SessionConfig) -> SessionCookie:

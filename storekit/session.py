@@ -1,32 +1,34 @@
-"""Session logic without I/O of its own: the session object, and the
-decisions taken at the end of a request (save, touch or skip; send, delete or
-keep the cookie).
+"""The session object that the app sees, in every shell.
+
+The decisions are in :mod:`storekit.lifecycle` (pure); the sync I/O of a
+request (open it, end it) is in :mod:`storekit.request`. The few
+:class:`Session` methods whose meaning is a store operation (``reload``,
+``save``, ``destroy``, ``regenerate``, ``end_group``) call the store the shell
+handed over, then record the outcome with a ``mark_*`` method, which an
+async session reuses after awaiting its store.
 
 The rules are express-session's, so that a Python app and an Express app can
 share one store: the stored session carries ``cookie`` in express-session's
 JSON shape, and the save/touch/Set-Cookie decisions follow its ``shouldSave``,
-``shouldTouch`` and ``shouldSetCookie``. The shells (:mod:`storekit.wsgi`)
-read the request, call :func:`decide`, and do what it says. The few
-:class:`Session` methods whose meaning is a store operation (``reload``,
-``save``, ``destroy``, ``regenerate``, ``end_group``) call the store the
-shell handed over.
+``shouldTouch`` and ``shouldSetCookie``.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, MutableMapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any
 
 from storekit import groups as _groups
+from storekit import lifecycle
 from storekit.codec import check_sid
 from storekit.contract import Store
-from storekit.errors import InvalidSessionData, StoreError, cut
+from storekit.errors import StoreError, cut
+from storekit.lifecycle import Decision, Plan, decide, fingerprint
 from storekit.options import SessionConfig, SessionCookie, request_is_secure
 
 __all__ = [
     "Decision",
+    "Plan",
     "Session",
     "SessionConfig",
     "SessionCookie",
@@ -35,8 +37,10 @@ __all__ = [
     "request_is_secure",
 ]
 
-RESERVED = frozenset({"cookie", _groups.GROUPS_KEY})
-"""Keys of a stored session that are not the app's data."""
+RESERVED = frozenset({_groups.GROUPS_KEY})
+"""Keys of a session that are not the app's (``cookie`` is the app's: it is stored escaped)."""
+
+Encode = Callable[[Any], Any]
 
 
 class SessionNotFound(StoreError, LookupError):
@@ -50,21 +54,24 @@ class SessionNotFound(StoreError, LookupError):
         self.sid = sid
 
 
-def _fingerprint(data: dict[str, Any], groups: dict[str, float]) -> str:
-    """What "modified" compares: the JSON of the session without its cookie."""
-    return json.dumps([data, groups], separators=(",", ":"), default=repr)  # the store validates
-
-
 class Session(MutableMapping[str, Any]):
     """One client's session: a dict of JSON values with an ``id`` and a ``cookie``.
 
-    Built by the shell with :meth:`new` or :meth:`from_record`; the app finds it
+    Built by the shell with :meth:`fresh` (also ``new``) or :meth:`from_record`; the app finds it
     in the request (``environ["storekit.session"]`` under WSGI). Reading it
     marks it accessed (the response then varies on ``Cookie``); a change,
     nested ones included, is seen at the end of the request by comparing its
-    JSON with what was loaded. The keys ``cookie`` and ``storekit.groups`` are
-    reserved.
+    JSON (:func:`storekit.lifecycle.fingerprint`) with what was loaded. The
+    key ``storekit.groups`` is reserved; a key named ``cookie`` is the app's
+    (``session.cookie``, the attribute, is the session's cookie).
+
+    A subclass may set ``encode`` and ``decode`` (value to JSON and back), as
+    the Flask shell does for Flask's tagged values; the store sees ``encode``'s
+    output.
     """
+
+    encode: Encode | None = None
+    decode: Encode | None = None
 
     def __init__(
         self,
@@ -89,17 +96,20 @@ class Session(MutableMapping[str, Any]):
         self.accessed = False
         self.destroyed = False
         self.explicitly_saved = False
+        self.forced = False
         self.request_secure = False  # the shell sets it: the Secure flag of secure="auto" depends on it
         self._original_id = sid
-        self._original = _fingerprint(data, self._groups)
+        self._original = self._fingerprint()
         self._saved: str | None = self._original if saved else None
 
     @classmethod
-    def new(cls, config: SessionConfig, store: Store, *, cookie_sid: str | None = None) -> Session:
+    def fresh(cls, config: SessionConfig, store: Store, *, cookie_sid: str | None = None) -> Session:
         """A fresh session with a fresh sid; ``cookie_sid`` is the verified sid the request sent, if any."""
         sid = check_sid(config.genid())
         cookie = SessionCookie(config.max_age, None, config.clock)
         return cls(sid, {}, cookie, config=config, store=store, cookie_sid=cookie_sid)
+
+    new = fresh  # the name the WSGI docs and tests use; Flask's session has a flag of that name
 
     @classmethod
     def from_record(cls, sid: str, record: object, config: SessionConfig, store: Store) -> Session:
@@ -107,22 +117,27 @@ class Session(MutableMapping[str, Any]):
 
         Raises InvalidSessionData for a record that is not a session.
         """
-        if not isinstance(record, dict):
-            raise InvalidSessionData(
-                f"the store returned {cut(record)} for sid {sid[:6]!r}..., not a session (a dict)"
-            )
-        cookie = SessionCookie.from_json(record.get("cookie"), config)
-        groups = record.get(_groups.GROUPS_KEY, {})
-        if not isinstance(groups, dict) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in groups.values()
-        ):
-            raise InvalidSessionData(
-                f"session[{_groups.GROUPS_KEY!r}] must map group names to times, got {cut(groups)}",
-                [_groups.GROUPS_KEY],
-            )
-        data = {key: value for key, value in record.items() if key not in RESERVED}
+        data, stored_cookie, groups = lifecycle.split_record(sid, record, cls.decode)
+        cookie = SessionCookie.from_json(stored_cookie, config)
         saved = not config.resave  # resave: pretend the store may not hold it, so it is written again
         return cls(sid, data, cookie, config=config, store=store, cookie_sid=sid, groups=groups, saved=saved)
+
+    def _fingerprint(self) -> str:
+        encode = self.encode
+        data = self._data if encode is None else {key: encode(value) for key, value in self._data.items()}
+        return fingerprint(data, self._groups)
+
+    def peek(self, key: str, default: Any = None) -> Any:
+        """``session.get(key, default)`` that does not mark the session accessed (for shells)."""
+        return self._data.get(key, default)
+
+    def is_empty(self) -> bool:
+        """Whether the session holds no data, without marking it accessed (for shells)."""
+        return not self._data
+
+    def mark_modified(self) -> None:
+        """Save this session at the end of the request even if its data looks unchanged."""
+        self.forced = True
 
     # -- the mapping -------------------------------------------------------
 
@@ -138,10 +153,7 @@ class Session(MutableMapping[str, Any]):
                 f"session keys must be str (JSON object keys), got {type(key).__name__} {cut(key)}"
             )
         if key in RESERVED:
-            raise ValueError(
-                f"session key {key!r} is reserved"
-                + (" for the cookie; use session.cookie" if key == "cookie" else "; use join_group()")
-            )
+            raise ValueError(f"session key {key!r} is reserved for the session's groups; use join_group()")
         self._data[key] = value
 
     def __delitem__(self, key: str) -> None:
@@ -205,7 +217,7 @@ class Session(MutableMapping[str, Any]):
 
     def is_modified(self) -> bool:
         """express-session's ``isModified``: a new sid, or data unlike what was loaded."""
-        return self._original_id != self._id or self._original != _fingerprint(self._data, self._groups)
+        return self.forced or self._original_id != self._id or self._original != self._fingerprint()
 
     @property
     def ever_saved(self) -> bool:
@@ -214,15 +226,14 @@ class Session(MutableMapping[str, Any]):
 
     def is_saved(self) -> bool:
         """express-session's ``isSaved``: the store holds exactly this data under this sid."""
-        return self._original_id == self._id and self._saved == _fingerprint(self._data, self._groups)
+        return not self.forced and self._original_id == self._id and self._saved == self._fingerprint()
 
     def to_record(self, request_secure: bool) -> dict[str, Any]:
         """The session as the store keeps it: the data, ``cookie``, and the groups if any."""
         secure, _ = self.config.cookie_flags(request_secure)
-        record: dict[str, Any] = {"cookie": self.cookie.to_json(self.config, secure), **self._data}
-        if self._groups:
-            record[_groups.GROUPS_KEY] = dict(self._groups)
-        return record
+        return lifecycle.record_of(
+            self._data, self.cookie.to_json(self.config, secure), self._groups, self.encode
+        )
 
     # -- operations --------------------------------------------------------
 
@@ -236,32 +247,18 @@ class Session(MutableMapping[str, Any]):
         self._writable()
         self.cookie.reset()
         self._store.set(self._id, self.to_record(self.request_secure))
-        self._saved = _fingerprint(self._data, self._groups)
-        self.explicitly_saved = True
+        self.mark_saved()
 
     def reload(self) -> None:
         """Replace the data with what the store holds now; raise SessionNotFound if it is gone."""
         self._writable()
-        record = self._store.get(self._id)
-        if record is None:
-            raise SessionNotFound(
-                f"session {self._id[:6]!r}... is no longer in the store (it expired or was destroyed "
-                "elsewhere); call regenerate() to start a new one",
-                self._id,
-            )
-        fresh = Session.from_record(self._id, record, self.config, self._store)
-        self._data, self._groups = fresh._data, fresh._groups
-        self._original, self._saved = fresh._original, fresh._saved
-        self._original_id = self._id
+        self.mark_reloaded(self._store.get(self._id))
 
     def destroy(self) -> None:
         """Remove the session from the store now; the response deletes the cookie."""
         if not self.destroyed:
             self._store.destroy(self._id)
-        self._data = {}
-        self._groups = {}
-        self.destroyed = True
-        self.accessed = True
+        self.mark_destroyed()
 
     def regenerate(self, *, keep_data: bool = False) -> None:
         """Give the session a new sid and destroy the old record (do this at login).
@@ -270,19 +267,58 @@ class Session(MutableMapping[str, Any]):
         """
         if not self.destroyed:
             self._store.destroy(self._id)
+        self.mark_regenerated(keep_data=keep_data)
+
+    # -- what the operations do to the session, once the store has done its part ----------
+    # (an async shell's session awaits the store, then calls the same)
+
+    def mark_saved(self) -> None:
+        """The store now holds this session as it is."""
+        self._saved = self._fingerprint()
+        self.forced = False
+        self.explicitly_saved = True
+
+    def mark_reloaded(self, record: object) -> None:
+        """Take ``record`` (what the store holds now under this sid) as the loaded session."""
+        if record is None:
+            raise SessionNotFound(
+                f"session {self._id[:6]!r}... is no longer in the store (it expired or was destroyed "
+                "elsewhere); call regenerate() to start a new one",
+                self._id,
+            )
+        fresh = type(self).from_record(self._id, record, self.config, self._store)
+        self._data, self._groups = fresh._data, fresh._groups
+        self._original, self._saved = fresh._original, fresh._saved
+        self._original_id = self._id
+
+    def mark_destroyed(self) -> None:
+        """The record is gone: the session is empty and the response deletes the cookie."""
+        self._data = {}
+        self._groups = {}
+        self.destroyed = True
+        self.accessed = True
+
+    def mark_regenerated(self, *, keep_data: bool) -> None:
+        """The old record is gone: take a new sid, and drop the data unless ``keep_data``."""
         self._id = check_sid(self.config.genid())
         self._original_id = self._id
-        self._original = _fingerprint({}, {})
         self._saved = None
         if keep_data and not self.destroyed:
             self._groups = dict.fromkeys(self._groups, 0.0)  # the new sid must join each index
         else:
             self._data, self._groups = {}, {}
         self._left = set()
+        self._original = fingerprint({}, {})
         self.cookie = SessionCookie(self.config.max_age, None, self.config.clock)
         self.destroyed = False
         self.explicitly_saved = False
         self.accessed = True
+
+    def mark_group_ended(self, name: str, ended: list[str]) -> None:
+        """Group ``name`` was ended with ``ended`` as its members: this session ends too if it was one."""
+        if name in self._groups or self._id in ended:
+            self.destroyed = True
+            self._data, self._groups = {}, {}
 
     def join_group(self, name: str) -> None:
         """Put this session in group ``name`` (e.g. ``"user:42"``), from the end of this request."""
@@ -303,68 +339,5 @@ class Session(MutableMapping[str, Any]):
         Returns how many sessions the group held.
         """
         ended = _groups.end_group(self._store, name)
-        if name in self._groups or self._id in ended:
-            self.destroyed = True
-            self._data, self._groups = {}, {}
+        self.mark_group_ended(name, ended)
         return len(ended)
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What to do at the end of a request.
-
-    ``store``: ``"set"`` the session, ``"touch"`` it, or nothing. ``cookie``:
-    ``"set"`` it, ``"delete"`` it, or leave the browser's as it is. ``vary``:
-    add ``Vary: Cookie``.
-    """
-
-    store: Literal["set", "touch"] | None
-    cookie: Literal["set", "delete"] | None
-    vary: bool
-
-
-def decide(
-    session: Session, *, status: int, request_secure: bool, had_cookie: bool, store_can_touch: bool
-) -> Decision:
-    """express-session's shouldSave / shouldTouch / shouldSetCookie, plus storekit's rules.
-
-    Call it after ``session.cookie.reset()``. Beyond express-session: a
-    destroyed session deletes the cookie the request sent; a 5xx response
-    saves nothing (as Django); ``always_set`` sends the cookie on every
-    response and so also saves a new empty session (a cookie must name a
-    stored session); a session that cannot get its cookie (Secure over plain
-    http) is not saved if it is new; an explicit ``save()`` or a cookie change
-    (``touch()``, ``cookie.max_age = ...``) sends the cookie.
-    """
-    config = session.config
-    if session.destroyed:
-        return Decision(None, "delete" if had_cookie else None, True)
-    if status >= 500:
-        return Decision(None, None, session.accessed)
-    secure, _ = config.cookie_flags(request_secure)
-    deliverable = request_secure or not secure
-    modified = session.is_modified()
-    changed = session.cookie.changed
-    if session.is_new:
-        send = (
-            config.save_uninitialized or config.always_set or modified or changed or session.explicitly_saved
-        )
-        if not (config.save_uninitialized or config.always_set) and not session.ever_saved:
-            save = modified or changed
-        else:
-            save = not session.is_saved()
-        save = save and deliverable
-    else:
-        send = (
-            config.rolling
-            or config.always_set
-            or changed
-            or (session.cookie.expires is not None and modified)
-        )
-        save = not session.is_saved() or changed
-    send = send and deliverable
-    action: Literal["set", "touch"] | None = "set" if save else None
-    if action is None and store_can_touch and not session.is_new:
-        action = "touch"
-    cookie: Literal["set"] | None = "set" if send else None
-    return Decision(action, cookie, session.accessed or cookie is not None)

@@ -1,9 +1,11 @@
 """SessionMiddleware: the WSGI shell over :mod:`storekit.session`.
 
-It reads the cookie, loads the session into ``environ["storekit.session"]``,
-runs the app, and before the response's headers go out (so before the client
-can see any of it, and so before it can send its next request) saves, touches
-or destroys as :func:`storekit.session.decide` says. A store error gives a
+It reads the cookie, loads the session into ``environ["storekit.session"]``
+(:func:`storekit.session.open_session`), runs the app, and before the
+response's headers go out (so before the client can see any of it, and so
+before it can send its next request) saves, touches or destroys as the core
+decides (:func:`storekit.session.end_request`), then adds the headers the
+plan names. A store error gives a
 500 and a log line on the ``storekit.session`` logger, never a silently empty
 session. Nothing is saved when the app raises or answers 5xx.
 """
@@ -17,17 +19,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from storekit import groups as _groups
-from storekit.contract import Store, SupportsTouch, check_store
-from storekit.cookie import (
-    cookie_values,
-    delete_cookie_header,
-    generate_sid,
-    set_cookie_header,
-    sign,
-    signed_sids,
-)
+from storekit.contract import Store, check_store
+from storekit.cookie import generate_sid
 from storekit.options import DEFAULT_GROUP_TTL, SessionConfig, request_is_secure
-from storekit.session import Session, decide
+from storekit.request import end_request, open_session
+from storekit.session import Session
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -85,6 +81,7 @@ class SessionMiddleware:
         same_site: str | None = "lax",
         path: str = "/",
         domain: str | None = None,
+        partitioned: bool = False,
         trust_proxy: bool = False,
         group_ttl: float = DEFAULT_GROUP_TTL,
         clock: Callable[[], float] = time.time,
@@ -105,51 +102,25 @@ class SessionMiddleware:
             same_site=same_site,
             path=path,
             domain=domain,
+            partitioned=partitioned,
             trust_proxy=trust_proxy,
             group_ttl=group_ttl,
             clock=clock,
             genid=genid,
         )
-        self.toucher: SupportsTouch | None = store if isinstance(store, SupportsTouch) else None
 
     def end_group(self, name: str) -> int:
         """End every session of group ``name`` ("log out everywhere"); returns how many it held."""
         return len(_groups.end_group(self.store, name))
 
-    def verified_sid(self, cookie_header: str | None) -> tuple[str | None, bool]:
-        """The sid of the first validly signed session cookie, and whether one was sent at all.
-
-        A signed sid that no store may hold (empty, too long, a group index)
-        counts as no cookie: a client never chooses its sid.
-        """
-        values = cookie_values(cookie_header, self.config.cookie_name)
-        for sid in signed_sids(values, self.config.keys):
-            if not sid.startswith(_groups.GROUP_PREFIX):
-                return sid, True
-        return None, bool(values)
-
-    def load(self, cookie_sid: str | None) -> Session:
-        """The request's session: the stored one, or a fresh one with a fresh sid."""
-        if cookie_sid is None:
-            return Session.new(self.config, self.store)
-        record = self.store.get(cookie_sid)
-        if record is None:
-            return Session.new(self.config, self.store, cookie_sid=cookie_sid)
-        return Session.from_record(cookie_sid, record, self.config, self.store)
-
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
         if not (path or "/").startswith(self.config.path):
             return self.app(environ, start_response)  # express-session: no session outside the path
-        cookie_sid, had_cookie = self.verified_sid(environ.get("HTTP_COOKIE"))
         try:
-            session = self.load(cookie_sid)
+            session, had_cookie = open_session(self.config, self.store, environ.get("HTTP_COOKIE"))
         except Exception:
-            log.exception(
-                "storekit: could not load session %s from %r; answering 500",
-                _short(cookie_sid or ""),
-                self.store,
-            )
+            log.exception("storekit: could not load session from %r; answering 500", self.store)
             return _error(start_response)
         environ[ENVIRON_KEY] = session
         session.request_secure = secure = request_is_secure(
@@ -216,69 +187,23 @@ class _Exchange:
         self.server_write(data)
 
     def commit(self) -> None:
-        """Save/touch as decided, then send the headers. Raises what the store raised."""
+        """Save/touch as the core decides, then send the headers. Raises what the store raised."""
         if self.status is None:
             raise RuntimeError("the WSGI app returned without calling start_response()")
         self.committed = True
-        middleware, session, config = self.middleware, self.session, self.middleware.config
-        code = int(self.status.split(" ", 1)[0])
-        if not session.destroyed and code < 500:
-            session.cookie.reset()  # express-session touches the session on every request
-            self.sync_groups()
-        decision = decide(
-            session,
-            status=code,
+        plan = end_request(
+            self.session,
+            self.middleware.store,
+            status=int(self.status.split(" ", 1)[0]),
             request_secure=self.secure,
             had_cookie=self.had_cookie,
-            store_can_touch=middleware.toucher is not None,
         )
-        if decision.store == "set":
-            middleware.store.set(session.id, session.to_record(self.secure))
-        elif decision.store == "touch" and middleware.toucher is not None:
-            middleware.toucher.touch(session.id, session.to_record(self.secure))
         headers = self.headers
-        secure, same_site = config.cookie_flags(self.secure)
-        if decision.cookie == "set":
-            cookie = set_cookie_header(
-                config.cookie_name,
-                sign(session.id, config.keys[0]),
-                expires=session.cookie.expires,
-                now=config.clock(),
-                path=config.path,
-                domain=config.domain,
-                secure=secure,
-                http_only=config.http_only,
-                same_site=same_site,
-            )
-            headers.append(("Set-Cookie", cookie))
-        elif decision.cookie == "delete":
-            cookie = delete_cookie_header(
-                config.cookie_name,
-                path=config.path,
-                domain=config.domain,
-                secure=secure,
-                http_only=config.http_only,
-                same_site=same_site,
-            )
-            headers.append(("Set-Cookie", cookie))
-        if decision.vary:
+        if plan.set_cookie is not None:
+            headers.append(("Set-Cookie", plan.set_cookie))
+        if plan.vary:
             _add_vary(headers)
         self.server_write = self.server_start_response(self.status, headers)
-
-    def sync_groups(self) -> None:
-        """Write the index of each group this session joined, left, or must outlive."""
-        session, middleware = self.session, self.middleware
-        store, config = middleware.store, middleware.config
-        for name in sorted(session.left_groups):
-            _groups.remove_member(store, name, session.id)
-        now = config.clock()
-        due = _groups.groups_due(
-            session.group_times, expires=session.cookie.expires, now=now, ttl=config.group_ttl
-        )
-        for name in due:
-            # the next refresh comes group_ttl / 2 later at the soonest, however long the session
-            until = max(now + config.group_ttl, (session.cookie.expires or 0.0) + config.group_ttl / 2)
-            session.note_group(name, _groups.add_member(store, name, session.id, until=until))
 
     def run(self, environ: WSGIEnvironment) -> Iterable[bytes]:
         result = self.middleware.app(environ, self.start_response)  # raises: nothing is saved

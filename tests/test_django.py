@@ -188,22 +188,28 @@ def test_a_key_the_store_cannot_hold_is_no_session(store: Any) -> None:
     session.delete("x" * 5000)
 
 
-def test_the_reserved_cookie_key_is_refused_with_a_reason(store: Any) -> None:
+def test_a_key_named_cookie_is_kept_beside_express_sessions_cookie(store: Any) -> None:
+    """As under WSGI and Flask: the app's "cookie" is stored escaped, the record's stays express-session's."""
     session = engine.SessionStore()
     session["cookie"] = "mine"
-    with pytest.raises(ValueError, match="'cookie' is reserved"):
-        session.save()
+    session["storekit.key:x"] = 1
+    session.create()
+    record = store.get(session.session_key)
+    assert record["storekit.key:cookie"] == "mine"
+    assert record["storekit.key:storekit.key:x"] == 1
+    assert set(record["cookie"]) == {"originalMaxAge", "expires", "httpOnly", "path", "sameSite"}
+    assert engine.SessionStore(session.session_key).load() == {"cookie": "mine", "storekit.key:x": 1}
 
 
 @pytest.mark.parametrize(
     ("value", "message"),
     [
         (None, "needs the STOREKIT_SESSION_STORE setting"),
-        ("storekit.reference.MemoryStore", "must be 'module:attribute'"),
-        ("storekit.nowhere:Store", "does not resolve"),
-        ("storekit.reference:NoSuchStore", "does not resolve"),
+        ("storekit.reference.MemoryStore", "STOREKIT_SESSION_STORE = .*: expects 'module:attribute'"),
+        ("storekit.nowhere:Store", "STOREKIT_SESSION_STORE = .*: cannot import module 'storekit.nowhere'"),
+        ("storekit.reference:NoSuchStore", "has no attribute 'NoSuchStore'"),
         ("storekit.codec:MAX_DEPTH", "is not a store"),
-        ("storekit.reference:AsyncMemoryStore", "is an async store"),
+        ("storekit.reference:AsyncMemoryStore", "is an async store; STOREKIT_SESSION_STORE needs a sync"),
     ],
 )
 def test_a_bad_setting_is_reported_with_the_value_and_the_fix(value: Any, message: str) -> None:

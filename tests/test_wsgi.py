@@ -242,6 +242,17 @@ def test_a_session_saved_by_express_loads(make: Any, memory: MemoryStore) -> Non
     assert stored["cookie"]["expires"] == "2026-11-23T10:00:00.000Z"  # now + originalMaxAge
 
 
+def test_a_key_named_cookie_is_the_apps_and_is_stored_escaped(make: Any, memory: MemoryStore) -> None:
+    """As under Flask and Django: kept, under storekit.key:cookie, beside express-session's cookie."""
+    app = make()
+    sid = sid_of(app.get("/set?cookie=accepted"))
+    assert read(app)["data"] == {"cookie": "accepted"}
+    stored = memory.get(sid)
+    assert stored is not None
+    assert stored["storekit.key:cookie"] == "accepted"
+    assert stored["cookie"]["httpOnly"] is True
+
+
 # -- hostile cookies -------------------------------------------------------------
 
 
@@ -422,6 +433,11 @@ def test_cookie_flags_are_written(make: Any, memory: MemoryStore) -> None:
         "path": "/app",
         "sameSite": "strict",
     }
+
+
+def test_partitioned_adds_the_attribute(make: Any) -> None:
+    response = make(secure=True, partitioned=True).get("/inc", extra_environ={"wsgi.url_scheme": "https"})
+    assert set_cookies(response)[0].endswith("; Secure; SameSite=Lax; Partitioned")
 
 
 def test_requests_outside_the_cookie_path_get_no_session(make: Any) -> None:

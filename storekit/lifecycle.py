@@ -1,0 +1,297 @@
+"""The session lifecycle's decisions, as data: every shell asks here what to do.
+
+Pure: nothing here calls a store or reads a request. A shell (WSGI, Flask,
+Django, ASGI) turns its request into arguments, calls these functions, and
+does what the answer says with its own I/O:
+
+* :func:`verified_sid`: which sid the ``Cookie`` header names, if any;
+* :func:`split_record` / :func:`record_of`: a stored session to and from the
+  app's data, the express-session ``cookie`` and the groups;
+* :func:`fingerprint`: the one way a change is detected;
+* :func:`decide` and :func:`plan`: at the end of a request, save, touch or
+  skip, the ``Set-Cookie`` value (set, delete or none), and ``Vary``;
+* :func:`group_steps`: the group indexes to write before the session is saved.
+
+The rules are express-session's (``shouldSave``, ``shouldTouch``,
+``shouldSetCookie``), with the additions stated on :func:`decide`.
+
+An app key named ``cookie`` is the app's: it is stored as
+``storekit.key:cookie`` so that the record's ``cookie`` stays express-session's,
+and read back as ``cookie``. ``storekit.groups`` (where the groups are kept)
+and keys that begin with ``storekit.key:`` are escaped the same way, so the
+mapping is one-to-one. (The :class:`storekit.session.Session` refuses
+``storekit.groups`` anyway and offers ``join_group()``.)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from storekit import groups as _groups
+from storekit.cookie import cookie_values, set_cookie_header, sign, signed_sids
+from storekit.errors import InvalidSessionData, cut
+from storekit.options import SessionConfig
+
+if TYPE_CHECKING:
+    from storekit.session import Session
+
+__all__ = [
+    "ESCAPE",
+    "Decision",
+    "GroupSteps",
+    "Plan",
+    "app_key",
+    "decide",
+    "fingerprint",
+    "group_steps",
+    "plan",
+    "record_of",
+    "set_cookie_value",
+    "split_record",
+    "stored_key",
+    "verified_sid",
+]
+
+ESCAPE = "storekit.key:"
+"""The prefix under which an app key that would clash with the record's own keys is stored."""
+
+Encode = Callable[[Any], Any]
+
+
+_CLASHING = frozenset({"cookie", _groups.GROUPS_KEY})
+
+
+def stored_key(key: str) -> str:
+    """The key under which the app's ``key`` is stored: ``cookie``, ``storekit.groups`` and
+    ``storekit.key:...`` are escaped, so that no app key is taken for the record's own."""
+    return ESCAPE + key if key in _CLASHING or key.startswith(ESCAPE) else key
+
+
+def app_key(key: str) -> str:
+    """The app's key for a stored ``key`` (the inverse of :func:`stored_key`)."""
+    return key[len(ESCAPE) :] if key.startswith(ESCAPE) else key
+
+
+def fingerprint(data: Mapping[str, Any], groups: Mapping[str, float]) -> str:
+    """What "modified" compares: the JSON of the data (as stored) and the groups, without the cookie.
+
+    Key order counts, as it does in the JSON the store keeps.
+    """
+    return json.dumps([data, groups], separators=(",", ":"), default=repr)  # the store validates
+
+
+def record_of(
+    data: Mapping[str, Any], cookie: dict[str, Any], groups: Mapping[str, float], encode: Encode | None = None
+) -> dict[str, Any]:
+    """The session as the store keeps it: ``cookie`` (from :func:`storekit.codec.cookie_json`),
+    the data with its keys escaped (and each value passed through ``encode``), the groups if any."""
+    record: dict[str, Any] = {"cookie": cookie}
+    for key, value in data.items():
+        record[stored_key(key)] = value if encode is None else encode(value)
+    if groups:
+        record[_groups.GROUPS_KEY] = dict(groups)
+    return record
+
+
+def split_record(
+    sid: str, record: object, decode: Encode | None = None
+) -> tuple[dict[str, Any], object, dict[str, float]]:
+    """A stored session as (the app's data, the stored ``cookie``, the groups).
+
+    Raises InvalidSessionData for a record that is not a session.
+    """
+    if not isinstance(record, dict):
+        raise InvalidSessionData(
+            f"the store returned {cut(record)} for sid {sid[:6]!r}..., not a session (a dict)"
+        )
+    groups = record.get(_groups.GROUPS_KEY, {})
+    if not isinstance(groups, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in groups.values()
+    ):
+        raise InvalidSessionData(
+            f"session[{_groups.GROUPS_KEY!r}] must map group names to times, got {cut(groups)}",
+            [_groups.GROUPS_KEY],
+        )
+    data = {
+        app_key(key): value if decode is None else decode(value)
+        for key, value in record.items()
+        if key not in ("cookie", _groups.GROUPS_KEY)
+    }
+    return data, record.get("cookie"), dict(groups)
+
+
+def verified_sid(cookie_header: str | None, config: SessionConfig) -> tuple[str | None, bool]:
+    """The sid of the first validly signed session cookie, and whether one was sent at all.
+
+    A signed sid that no store may hold (empty, too long, a group index)
+    counts as no cookie: a client never chooses its sid.
+    """
+    values = cookie_values(cookie_header, config.cookie_name)
+    for sid in signed_sids(values, config.keys):
+        if not sid.startswith(_groups.GROUP_PREFIX):
+            return sid, True
+    return None, bool(values)
+
+
+@dataclass(frozen=True)
+class GroupSteps:
+    """The group indexes to write before the session is saved: leave some, (re)join others until ``until``."""
+
+    leave: tuple[str, ...]
+    join: tuple[str, ...]
+    until: float
+
+
+def group_steps(session: Session, now: float) -> GroupSteps:
+    """Which indexes this session must leave, join, or refresh so that they outlive it.
+
+    Call it after ``session.cookie.reset()``: an index must outlive the new expiry.
+    """
+    config = session.config
+    due = _groups.groups_due(
+        session.group_times, expires=session.cookie.expires, now=now, ttl=config.group_ttl
+    )
+    # the next refresh comes group_ttl / 2 later at the soonest, however long the session
+    until = max(now + config.group_ttl, (session.cookie.expires or 0.0) + config.group_ttl / 2)
+    return GroupSteps(tuple(sorted(session.left_groups)), tuple(due), until)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do at the end of a request.
+
+    ``store``: ``"set"`` the session, ``"touch"`` it, or nothing. ``cookie``:
+    ``"set"`` it, ``"delete"`` it, or leave the browser's as it is. ``vary``:
+    add ``Vary: Cookie``.
+    """
+
+    store: Literal["set", "touch"] | None
+    cookie: Literal["set", "delete"] | None
+    vary: bool
+
+
+def decide(
+    session: Session, *, status: int, request_secure: bool, had_cookie: bool, store_can_touch: bool
+) -> Decision:
+    """express-session's shouldSave / shouldTouch / shouldSetCookie, plus storekit's rules.
+
+    Call it after ``session.cookie.reset()``. Beyond express-session: a
+    destroyed session deletes the cookie the request sent; a 5xx response
+    saves nothing (as Django); ``always_set`` sends the cookie on every
+    response and so also saves a new empty session (a cookie must name a
+    stored session); a session that cannot get its cookie (Secure over plain
+    http) is not saved if it is new; an explicit ``save()`` or a cookie change
+    (``touch()``, ``cookie.max_age = ...``) sends the cookie. A cookie that the
+    browser keeps only for its session (``cookie.persistent`` False, as a
+    Flask session that is not permanent) is not re-sent by ``rolling``.
+    """
+    config = session.config
+    if session.destroyed:
+        return Decision(None, "delete" if had_cookie else None, True)
+    if status >= 500:
+        return Decision(None, None, session.accessed)
+    secure, _ = config.cookie_flags(request_secure)
+    deliverable = request_secure or not secure
+    modified = session.is_modified()
+    changed = session.cookie.changed
+    persistent = session.cookie.persistent
+    if session.is_new:
+        send = (
+            config.save_uninitialized or config.always_set or modified or changed or session.explicitly_saved
+        )
+        if not (config.save_uninitialized or config.always_set) and not session.ever_saved:
+            save = modified or changed
+        else:
+            save = not session.is_saved()
+        save = save and deliverable
+    else:
+        send = (
+            (config.rolling and persistent)
+            or config.always_set
+            or changed
+            or (session.cookie.expires is not None and persistent and modified)
+        )
+        save = not session.is_saved() or changed
+    send = send and deliverable
+    action: Literal["set", "touch"] | None = "set" if save else None
+    if action is None and store_can_touch and not session.is_new:
+        action = "touch"
+    cookie: Literal["set"] | None = "set" if send else None
+    return Decision(action, cookie, session.accessed or cookie is not None)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The end of a request, for the shell to carry out in this order.
+
+    ``store``: ``"set"`` or ``"touch"`` ``record`` under ``sid``, or nothing;
+    then add ``set_cookie`` (a ``Set-Cookie`` header value) if any, and
+    ``Vary: Cookie`` if ``vary``.
+    """
+
+    store: Literal["set", "touch"] | None
+    sid: str
+    record: dict[str, Any] | None
+    set_cookie: str | None
+    vary: bool
+
+
+def plan(
+    session: Session, *, status: int, request_secure: bool, had_cookie: bool, store_can_touch: bool
+) -> Plan:
+    """What to do at the end of a request (:func:`decide`), with the record and header spelled out.
+
+    Call it after ``session.cookie.reset()`` (express-session restarts the
+    expiry on every request) and after the group steps are done (their times
+    are in the record).
+    """
+    decision = decide(
+        session,
+        status=status,
+        request_secure=request_secure,
+        had_cookie=had_cookie,
+        store_can_touch=store_can_touch,
+    )
+    record = session.to_record(request_secure) if decision.store is not None else None
+    return Plan(
+        decision.store,
+        session.id,
+        record,
+        set_cookie_value(session, decision.cookie, request_secure),
+        decision.vary,
+    )
+
+
+def set_cookie_value(
+    session: Session, action: Literal["set", "delete"] | None, request_secure: bool
+) -> str | None:
+    """The ``Set-Cookie`` header value that sets or deletes the session's cookie, or None.
+
+    A deletion is the same cookie (name, path, domain, flags) with an empty
+    value that expired in 1970, as :func:`storekit.cookie.delete_cookie_header` writes it.
+    """
+    if action is None:
+        return None
+    config, cookie = session.config, session.cookie
+    secure, same_site = config.cookie_flags(request_secure)
+    expires: float | None
+    if action == "delete":
+        value, expires, now = "", 0.0, 0.0
+    else:
+        value, now = sign(session.id, config.keys[0]), config.clock()
+        expires = cookie.expires if cookie.persistent else None
+    return set_cookie_header(
+        config.cookie_name,
+        value,
+        expires=expires,
+        now=now,
+        path=config.path,
+        domain=config.domain,
+        secure=secure,
+        http_only=config.http_only,
+        same_site=same_site,
+        partitioned=config.partitioned,
+    )
