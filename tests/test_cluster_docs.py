@@ -1,5 +1,6 @@
 """Every code example in docs/cluster.md runs, for real: the quick start, the
-multiprocessing pool, and the /hello app under gunicorn with several workers."""
+multiprocessing pool, and the /hello app under gunicorn and under `storekit serve`
+with several workers."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import http.client
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -16,9 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import wait_until
+from helpers import nothing_left_in_session, wait_until
 
 from storekit.reference import cluster
+from storekit.testing.http_client import request
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "cluster.md"
 GUNICORN = Path(sys.executable).with_name("gunicorn")
@@ -173,6 +176,57 @@ def test_hello_under_gunicorn_with_three_workers(gunicorn: tuple[subprocess.Pope
     wait_until(answered_by_a_new_worker, WORKERS_UP)
 
 
+def serve_command() -> list[str]:
+    """The `storekit serve ...` line of docs/cluster.md's storekit serve section, as argv after 'serve'."""
+    found = re.search(r"```\n(storekit serve [^\n]+)\n```", DOC.read_text())
+    assert found, "docs/cluster.md shows no storekit serve command"
+    return shlex.split(found.group(1))[2:]
+
+
+def test_hello_under_storekit_serve_needs_no_setup(workdir: Path) -> None:
+    """The command of the storekit serve section: hello.py's module-level store, built in the
+    sticky master with no setup() of its own, shares the session across every worker."""
+    argv = [*serve_command(), "--bind", "127.0.0.1:0"]
+    workers = int(argv[argv.index("--workers") + 1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOREKIT_CLUSTER")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "storekit", "serve", *argv],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stderr is not None
+        banner = proc.stderr.readline()
+        port = re.search(r"on http://127\.0\.0\.1:(\d+), ", banner)
+        assert port, banner
+        first = request("127.0.0.1", int(port.group(1)), "/hello", source="127.0.0.3")
+        assert re.fullmatch(r"Hello from worker \d+", first.text), first
+        cookie = first.headers["Set-Cookie"].split(";", 1)[0]
+        seen: set[int] = set()
+
+        def every_worker_knows_the_session() -> bool:
+            reply = request(
+                "127.0.0.1", int(port.group(1)), "/hello", source="127.0.0.3", headers={"Cookie": cookie}
+            )
+            assert re.fullmatch(r"Hello again from worker \d+", reply.text), reply
+            seen.add(pid_of(reply.text))
+            return len(seen) == workers
+
+        wait_until(every_worker_knows_the_session, WORKERS_UP, f"not all {workers} workers saw the session")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        proc.stderr.close()  # type: ignore[union-attr]
+    nothing_left_in_session(proc.pid)
+
+
 def test_the_documented_suite_command_reaches_level_shared_or_above(tmp_path: Path) -> None:
     """The first command of docs/cluster.md: the whole suite against cluster_target."""
     import storekit.reference
@@ -201,3 +255,24 @@ def test_the_documented_suite_command_reaches_level_shared_or_above(tmp_path: Pa
     )
     assert done.returncode == 0, done.stdout[-3000:]
     assert json.loads(report.read_text())["targets"][0]["level"] in ("shared", "sticky")
+
+
+def _anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives the headings of ``path`` (outside code blocks)."""
+    text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.S | re.M)
+    titles = re.findall(r"^#{1,6} (.+)$", text, re.M)
+    return {re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-") for title in titles}
+
+
+def test_the_gunicorn_recipe_is_one_and_has_the_anchor_other_pages_link_to() -> None:
+    assert "gunicorn" in _anchors(DOC)  # docs/cluster.md#gunicorn
+    assert DOC.read_text().count("# gunicorn.conf.py\n") == 1
+
+
+@pytest.mark.parametrize("name", ["cluster.md", "sticky.md"])
+def test_links_between_cluster_md_and_sticky_md_find_their_heading(name: str) -> None:
+    docs = DOC.parent
+    links = re.findall(r"\]\(((?:cluster|sticky)\.md)#([^)]+)\)", (docs / name).read_text())
+    assert links
+    missing = [f"{doc}#{anchor}" for doc, anchor in links if anchor not in _anchors(docs / doc)]
+    assert missing == []

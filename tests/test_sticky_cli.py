@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,7 +73,10 @@ def test_address_in_use_exits_1_naming_the_bind(capsys: pytest.CaptureFixture[st
 def cli_server(request: pytest.FixtureRequest) -> Iterator[tuple[subprocess.Popen[str], int]]:
     argv = ["storekit.reference.sticky:whoami", "--workers", "3", "--bind", "127.0.0.1:0", *request.param]
     code = "import sys; from storekit.reference.sticky import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.Popen([sys.executable, "-c", code, *argv], stderr=subprocess.PIPE, text=True)
+    # The master's ClusterStore directory goes in here, so that a SIGKILLed master leaves none behind.
+    tmp = tempfile.mkdtemp(prefix="sk-cli-")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("STOREKIT_CLUSTER")}, "TMPDIR": tmp}
+    proc = subprocess.Popen([sys.executable, "-c", code, *argv], stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stderr is not None
         banner = proc.stderr.readline()
@@ -80,10 +85,15 @@ def cli_server(request: pytest.FixtureRequest) -> Iterator[tuple[subprocess.Pope
         yield proc, int(found.group(1))
     finally:
         if proc.poll() is None:
-            proc.kill()
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         proc.wait(10)
         if proc.stderr is not None:
             proc.stderr.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def worker_pids(port: int, workers: int) -> set[int]:

@@ -6,6 +6,12 @@ open until it stops, so a slot's index in the reuseport group, and with it the
 mapping from client address to slot, never changes when a worker dies: the
 connections that arrive meanwhile wait in the slot's backlog or socketpair for
 the replacement, which inherits the same socket.
+
+`shared_sessions()` starts ClusterStore's server (``cluster.setup()``) in the
+master before it loads the app or forks a worker, so that ``ClusterStore()``
+works in the workers, and in the app module the master imports, with no
+setup of the user's own; leaving it stops the server and removes its socket
+directory.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +32,28 @@ from storekit.reference.sticky.handoff import Handoff
 from storekit.reference.sticky.sockets import Config
 from storekit.reference.sticky.worker import HandoffListener, WorkerSpec, run_worker
 
-__all__ = ["Master"]
+__all__ = ["Master", "shared_sessions"]
+
+
+@contextlib.contextmanager
+def shared_sessions() -> Iterator[str | None]:
+    """``cluster.setup()`` unless a cluster server already answers for this process; on exit,
+    ``cluster.shutdown()`` if this call started it. Yields the socket directory this call made
+    (None when it made none), for whoever must remove it if this process is SIGKILLed."""
+    from storekit.errors import StoreError
+    from storekit.reference.cluster.common import ENV_SOCKET
+    from storekit.reference.cluster.master import serving
+
+    inherited = os.environ.get(ENV_SOCKET)
+    stack = contextlib.ExitStack()
+    try:
+        path = stack.enter_context(serving())
+    except (OSError, StoreError) as exc:  # an app without ClusterStore must still be served
+        print(f"storekit serve: warning: ClusterStore will not work in the workers: {exc}", file=sys.stderr)
+        yield None
+        return
+    with stack:
+        yield None if inherited else os.path.dirname(path)
 
 
 @dataclass

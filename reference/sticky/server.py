@@ -8,6 +8,8 @@ The seed's sticky-session, in Python::
     StickyServer(make_app, factory=True)               # make_app() runs once in each worker
 
 or from a shell, ``storekit serve MODULE:APP --workers 4 --bind 127.0.0.1:8000``.
+The master starts ClusterStore's server before it loads the app, so workers
+can build ``ClusterStore()`` with no setup of their own.
 See docs/sticky.md for the modes, proxies and worker replacement.
 """
 
@@ -15,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import os
-import pkgutil
 import random
 import selectors
+import shutil
 import signal
 import sys
 import time
@@ -27,8 +30,9 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
+from storekit.reference.sticky.app import check_app, guard, load_app
 from storekit.reference.sticky.bpf import kernel_supported
-from storekit.reference.sticky.master import Master
+from storekit.reference.sticky.master import Master, shared_sessions
 from storekit.reference.sticky.routing import (
     ROUTINGS,
     Mode,
@@ -71,6 +75,14 @@ def resolve_mode(routing: Routing, mode: Mode) -> Resolved:
             f"mode 'kernel' needs Linux SO_REUSEPORT, not on {sys.platform!r}; use 'handoff' or 'auto'"
         )
     return mode
+
+
+def prepare_app(app: Callable[..., Any], *, factory: bool, name: str, flag: str) -> Callable[..., Any]:
+    """`app` checked by `check_app`; a plain function or class is guarded against being a factory."""
+    check_app(app, factory=factory, name=name, flag=flag)
+    if not factory and (inspect.isfunction(app) or isinstance(app, type)):
+        return guard(app, name, flag)
+    return app
 
 
 def require_waitress() -> None:
@@ -117,8 +129,9 @@ class StickyServer:
         server_options: Mapping[str, Any] | None = None,
     ) -> None:
         routing = check_routing(routing)
+        name = getattr(app, "__qualname__", None) or repr(app)
         self.config = Config(
-            app=app,
+            app=prepare_app(app, factory=factory, name=name, flag="factory=True"),
             factory=factory,
             workers=check_workers((os.cpu_count() or 1) if workers is None else workers),
             routing=routing,
@@ -145,6 +158,7 @@ class StickyServer:
         self._buffer = b""
         self._status_fd: int | None = None
         self._lifeline_fd: int | None = None
+        self._cluster_dir: str | None = None  # ClusterStore's socket directory, made by the master
 
     @property
     def workers(self) -> int:
@@ -207,7 +221,11 @@ class StickyServer:
             try:
                 os.close(status_r)
                 os.close(lifeline_w)
-                code = Master(self.config, sockets, status_w, lifeline_r).run()
+                with shared_sessions() as made:
+                    if made is not None:
+                        event = {"event": "cluster", "directory": made}
+                        os.write(status_w, json.dumps(event).encode() + b"\n")
+                    code = Master(self.config, sockets, status_w, lifeline_r).run()
             finally:
                 os._exit(code)
         self.master_pid = pid
@@ -243,6 +261,9 @@ class StickyServer:
                 os.close(fd)
         self._status_fd = self._lifeline_fd = None
         self.master_pid = None
+        if self._cluster_dir is not None:  # gone already unless the master had to be SIGKILLed
+            shutil.rmtree(self._cluster_dir, ignore_errors=True)
+            self._cluster_dir = None
 
     def kill_worker(self, slot: int, signum: int = signal.SIGKILL) -> int:
         """Send `signum` to the worker of `slot`; returns its pid."""
@@ -292,6 +313,8 @@ class StickyServer:
             self._serving = True
         elif kind == "error":
             self._errors.append(event["message"])
+        elif kind == "cluster":
+            self._cluster_dir = event["directory"]
 
 
 def _signal(pid: int, signum: int) -> None:
@@ -322,7 +345,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("app", metavar="MODULE:APP", help="the WSGI app, e.g. myproject.wsgi:application")
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
-    parser.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT, [::1]:PORT for IPv6")
+    parser.add_argument(
+        "--bind",
+        default="127.0.0.1:8000",
+        help="HOST:PORT to listen on (default 127.0.0.1:8000, this machine only); [::1]:PORT for IPv6; "
+        "0.0.0.0:PORT or :PORT for every interface; port 0 for any free port",
+    )
     parser.add_argument(
         "--routing", default="ip-hash", help=f"one of {', '.join(ROUTINGS)} (default ip-hash)"
     )
@@ -345,48 +373,57 @@ def main(argv: list[str] | None = None) -> int:
         require_waitress()
         host, port = parse_bind(args.bind)
         routing = check_routing(args.routing)
+        mode = resolve_mode(routing, check_mode(args.mode))
+        workers = check_workers((os.cpu_count() or 1) if args.workers is None else args.workers)
+        threads = check_threads(args.threads)
+    except (ValueError, TypeError, ImportError) as exc:
+        return _usage_error(exc)
+    # Before the app is imported: a module-level ClusterStore() is built here, in the master.
+    with shared_sessions():
+        try:
+            app = prepare_app(load_app(args.app), factory=args.factory, name=repr(args.app), flag="--factory")
+        except (ValueError, TypeError, ImportError) as exc:
+            return _usage_error(exc)
         config = Config(
-            app=_load_app(args.app),
+            app=app,
             factory=args.factory,
-            workers=check_workers((os.cpu_count() or 1) if args.workers is None else args.workers),
+            workers=workers,
             routing=routing,
-            mode=resolve_mode(routing, check_mode(args.mode)),
+            mode=mode,
             seed=random.getrandbits(32) if args.seed is None else args.seed,
             header=args.header,
             cookie=args.cookie,
-            threads=check_threads(args.threads),
+            threads=threads,
         )
-    except (ValueError, TypeError, ImportError) as exc:
-        print(f"storekit serve: error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        sockets = open_listeners(host, port, config, check_mode(args.mode))
-    except OSError as exc:
+        try:
+            sockets = open_listeners(host, port, config, check_mode(args.mode))
+        except OSError as exc:
+            print(
+                f"storekit serve: error: cannot listen on {args.bind!r}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 1
+        shown = sockets[0].getsockname()
+        where = f"[{shown[0]}]:{shown[1]}" if ":" in shown[0] else f"{shown[0]}:{shown[1]}"
         print(
-            f"storekit serve: error: cannot listen on {args.bind!r}: {exc.strerror or exc}", file=sys.stderr
+            f"storekit serve: {args.app} on http://{where}, {config.workers} workers, "
+            f"routing {config.routing} ({config.mode} mode)",
+            file=sys.stderr,
+            flush=True,
         )
-        return 1
-    shown = sockets[0].getsockname()
-    where = f"[{shown[0]}]:{shown[1]}" if ":" in shown[0] else f"{shown[0]}:{shown[1]}"
-    print(
-        f"storekit serve: {args.app} on http://{where}, {config.workers} workers, "
-        f"routing {config.routing} ({config.mode} mode)",
-        file=sys.stderr,
-        flush=True,
-    )
-    return Master(config, sockets).run()
+        if host in _EVERY_INTERFACE:
+            print(
+                f"storekit serve: listening on every interface ({args.bind!r}): other machines can "
+                f"connect; --bind 127.0.0.1:{shown[1]} serves this machine only",
+                file=sys.stderr,
+                flush=True,
+            )
+        return Master(config, sockets).run()
 
 
-def _load_app(spec: str) -> Callable[..., Any]:
-    if ":" not in spec:
-        raise ValueError(
-            f"MODULE:APP expects 'module:attribute', got {spec!r}; e.g. myproject.wsgi:application"
-        )
-    sys.path.insert(0, os.getcwd())
-    try:
-        app = pkgutil.resolve_name(spec)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ValueError(f"cannot load {spec!r}: {exc}") from None
-    if not callable(app):
-        raise ValueError(f"{spec!r} is a {type(app).__name__}, not a WSGI app or app factory")
-    return app  # type: ignore[no-any-return]
+_EVERY_INTERFACE = ("", "0.0.0.0", "::")
+
+
+def _usage_error(exc: BaseException) -> int:
+    print(f"storekit serve: error: {exc}", file=sys.stderr)
+    return 2

@@ -4,7 +4,8 @@ In kernel mode there is one listening socket per worker slot, all on one port
 with SO_REUSEPORT; they call listen() in slot order, which makes a slot's
 index in the kernel's reuseport group equal to the slot number, and the
 classic BPF program of _sticky_bpf returns that index. In handoff mode there
-is one listening socket, which only the master accepts on.
+is one listening socket, which only the master accepts on. Either way a port
+that something already listens on is refused first (see portcheck).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from storekit.reference.sticky.bpf import attach_reuseport_program, ip_hash_program
+from storekit.reference.sticky.portcheck import check_port_free
 from storekit.reference.sticky.routing import Mode, Routing
 
 __all__ = ["Config", "KernelSteeringError", "Resolved", "open_listeners", "open_sockets"]
@@ -46,6 +48,7 @@ def open_sockets(host: str, port: int, config: Config, backlog: int = 1024) -> l
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
     count = config.workers if config.mode == "kernel" else 1
+    check_port_free(family, address)  # SO_REUSEPORT would let us join a port another server serves
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
