@@ -52,6 +52,7 @@ __all__ = [
     "set_cookie_value",
     "split_record",
     "stored_key",
+    "vary_cookie",
     "verified_sid",
 ]
 
@@ -295,3 +296,16 @@ def set_cookie_value(
         same_site=same_site,
         partitioned=config.partitioned,
     )
+
+
+def vary_cookie(value: str | None) -> str:
+    """The ``Vary`` value a response that used the session sends, given the app's own.
+
+    ``None`` (the app sent none) gives ``"Cookie"``; a value that already
+    names ``Cookie`` or ``*`` is kept as it is (returned unchanged); any other
+    gets ``", Cookie"`` appended.
+    """
+    if value is None:
+        return "Cookie"
+    tokens = {token.strip().lower() for token in value.split(",")}
+    return value if "*" in tokens or "cookie" in tokens else f"{value}, Cookie"

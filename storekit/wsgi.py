@@ -1,10 +1,10 @@
 """SessionMiddleware: the WSGI shell over :mod:`storekit.session`.
 
 It reads the cookie, loads the session into ``environ["storekit.session"]``
-(:func:`storekit.session.open_session`), runs the app, and before the
+(:func:`storekit.request.open_session`), runs the app, and before the
 response's headers go out (so before the client can see any of it, and so
 before it can send its next request) saves, touches or destroys as the core
-decides (:func:`storekit.session.end_request`), then adds the headers the
+decides (:func:`storekit.request.end_request`), then adds the headers the
 plan names. A store error gives a
 500 and a log line on the ``storekit.session`` logger, never a silently empty
 session. Nothing is saved when the app raises or answers 5xx.
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from storekit import groups as _groups
 from storekit.contract import Store, check_store
 from storekit.cookie import generate_sid
+from storekit.lifecycle import vary_cookie
 from storekit.options import DEFAULT_GROUP_TTL, SessionConfig, request_is_secure
 from storekit.request import end_request, open_session
 from storekit.session import Session
@@ -140,9 +141,7 @@ def _error(start_response: StartResponse, exc_info: OptExcInfo | None = None) ->
 def _add_vary(headers: list[tuple[str, str]]) -> None:
     for index, (name, value) in enumerate(headers):
         if name.lower() == "vary":
-            tokens = {token.strip().lower() for token in value.split(",")}
-            if "*" not in tokens and "cookie" not in tokens:
-                headers[index] = (name, f"{value}, Cookie")
+            headers[index] = (name, vary_cookie(value))
             return
     headers.append(("Vary", "Cookie"))
 

@@ -25,6 +25,7 @@ PUBLIC_PATHS = [
     "storekit.reference.sticky:StickyServer",
     "storekit.reference.sticky:main",
     "storekit.wsgi:SessionMiddleware",
+    "storekit.asgi:SessionMiddleware",
     "storekit.flask:StoreSessionInterface",
     "storekit.django:SessionStore",
     "storekit.testing:RedisServer",

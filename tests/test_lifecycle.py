@@ -17,6 +17,7 @@ from storekit.lifecycle import (
     record_of,
     split_record,
     stored_key,
+    vary_cookie,
     verified_sid,
 )
 from storekit.options import SessionConfig
@@ -187,3 +188,17 @@ def test_the_index_arithmetic_is_pure() -> None:
     assert left(again, "g", "a") == {**again, "members": ["b"]}
     assert left(again, "g", "nobody") is None
     assert left(None, "g", "a") is None
+
+
+@pytest.mark.parametrize(
+    ("sent", "expected"),
+    [
+        (None, "Cookie"),
+        ("Accept-Encoding", "Accept-Encoding, Cookie"),
+        ("accept-encoding, cookie", "accept-encoding, cookie"),
+        ("*", "*"),
+        ("Origin ,COOKIE", "Origin ,COOKIE"),
+    ],
+)
+def test_vary_names_cookie_once_whatever_the_app_sent(sent: str | None, expected: str) -> None:
+    assert vary_cookie(sent) == expected
