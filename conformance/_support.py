@@ -1,4 +1,5 @@
-"""What every conformance module uses: sids, sessions, time, optional methods, async stores."""
+"""What every conformance module uses: sids, namespaces, sessions, time, optional
+methods, async stores, and the skips that carry their verdict."""
 
 from __future__ import annotations
 
@@ -11,20 +12,54 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import pytest
 
 from storekit.codec import format_expires
+from storekit.contract import store_kind
 from storekit.errors import cut
 from storekit.target import Target
+
+if TYPE_CHECKING:
+    from _pytest.outcomes import Skipped  # pytest.skip.Exception, spelled so that mypy can subclass it
+else:
+    Skipped = pytest.skip.Exception
 
 OPTIONAL = ("touch", "length", "clear", "all")
 RECOMMENDED = ("touch",)
 MARGIN = 0.5
 """Seconds of slack added to every expiry window, for a loaded CI machine."""
+NAMESPACE_PATTERN = r"[a-z][a-z0-9_]{0,39}"
+"""Every namespace the suite passes to a target's ``namespaced`` hook matches this:
+lowercase ASCII letters, digits and ``_``, starting with a letter, at most 40
+characters, so that it can be a SQL table name, a key prefix or a directory name
+as it is. No namespace is a prefix of another."""
 
 _counter = itertools.count()
+
+SkipKind = Literal["not offered", "not applicable", "skipped"]
+
+
+class Skip(Skipped):
+    """A test that did not check its clause, with the verdict as data for the report.
+
+    ``kind`` is the verdict (``"not offered"``: the store lacks an optional
+    method; ``"not applicable"``: the clause does not apply to this target;
+    ``"skipped"``: a precondition did not hold), ``reason`` the report's
+    message, ``depends_on`` the clause whose failure made the test moot.
+    storekit.suite reads them from the exception; nothing parses the text.
+    """
+
+    # Shown by pytest as its own skips are ("Skipped: reason"), not under this module's name.
+    __module__ = "builtins"
+    __qualname__ = "Skipped"
+
+    def __init__(self, kind: SkipKind, reason: str, *, depends_on: str | None = None) -> None:
+        super().__init__(reason if kind == "skipped" else f"{kind}: {reason}")
+        self.kind: SkipKind = kind
+        self.reason = reason
+        self.depends_on = depends_on
 
 
 class ClauseViolation(AssertionError):
@@ -55,6 +90,12 @@ def new_sid(tag: str = "s") -> str:
     return f"sk-{tag}-{os.getpid()}-{next(_counter)}-{secrets.token_hex(4)}"
 
 
+def new_namespace(tag: str = "ns") -> str:
+    """A namespace no other test or process uses, matching :data:`NAMESPACE_PATTERN`
+    (``tag`` is a few lowercase letters)."""
+    return f"sk_{tag}_{os.getpid()}_{next(_counter)}_{secrets.token_hex(4)}"
+
+
 def expiring(seconds: float, **data: Any) -> dict[str, Any]:
     """A session with ``data`` whose cookie expires ``seconds`` from now."""
     return {**data, "cookie": {"expires": format_expires(time.time() + seconds), "path": "/"}}
@@ -71,12 +112,18 @@ def offers(store: object, method: str) -> bool:
     return callable(getattr(store, method, None))
 
 
+def not_offered(method: str) -> NoReturn:
+    """Skip as "not offered": the store lacks the optional (or recommended) ``method``."""
+    __tracebackhide__ = True
+    kind = "recommended" if method in RECOMMENDED else "optional"
+    raise Skip("not offered", f"store has no {method}(); {method} is {kind}")
+
+
 def require(store: object, method: str) -> None:
     """Skip as "not offered" when the store lacks an optional method."""
     __tracebackhide__ = True
     if not offers(store, method):
-        kind = "recommended" if method in RECOMMENDED else "optional"
-        pytest.skip(f"not offered: store has no {method}(); {method} is {kind}")
+        not_offered(method)
 
 
 def depends(condition: object, clause: str, message: str) -> None:
@@ -84,7 +131,7 @@ def depends(condition: object, clause: str, message: str) -> None:
     broken ``destroy`` fails destroy.1 rather than every test that destroys."""
     __tracebackhide__ = True
     if not condition:
-        pytest.skip(f"depends on {clause}, which does not hold here: {message}")
+        raise Skip("skipped", f"depends on {clause}, which does not hold here: {message}", depends_on=clause)
 
 
 def tidy(store: Any, *sids: str) -> None:
@@ -103,8 +150,9 @@ def all_sessions(store: Any) -> dict[str, Any]:
 
 
 def not_applicable(reason: str) -> NoReturn:
+    """Skip as "not applicable": the clause does not apply to this target."""
     __tracebackhide__ = True
-    pytest.skip(f"not applicable: {reason}")
+    raise Skip("not applicable", reason)
 
 
 class AsyncStoreFacade:
@@ -148,31 +196,20 @@ class AsyncStoreFacade:
         return f"<async {self.inner!r}>"
 
 
-def is_async(store: object) -> bool:
-    return inspect.iscoroutinefunction(getattr(store, "get", None))
+def drive(store: object) -> Any:
+    """``store`` as the suite calls it: a sync store as it is, an async one behind an
+    :class:`AsyncStoreFacade`; TypeError saying what is wrong if it is not a store."""
+    return AsyncStoreFacade(store) if store_kind(store) == "async" else store
 
 
 def build_store(target: Target, factory: Callable[[], Any] | None = None) -> Any:
-    """Call the target's factory and check that what it returns is a store."""
+    """Call the target's factory (or ``factory``) and check that what it returns is a store."""
     __tracebackhide__ = True
     store = (factory or target.factory)()
-    missing = [name for name in ("get", "set", "destroy") if not offers(store, name)]
-    if missing:
-        pytest.fail(
-            f"target {target.name!r} returned {show(store)}, which has no {', '.join(missing)}(); "
-            "a store needs get, set and destroy",
-            pytrace=False,
-        )
-    if is_async(store):
-        mixed = [n for n in ("set", "destroy") if not inspect.iscoroutinefunction(getattr(store, n))]
-        if mixed:
-            pytest.fail(
-                f"target {target.name!r} returned {show(store)}, whose get() is a coroutine "
-                f"function but whose {', '.join(mixed)}() is not; an async store is async throughout",
-                pytrace=False,
-            )
-        return AsyncStoreFacade(store)
-    return store
+    try:
+        return drive(store)
+    except TypeError as exc:
+        pytest.fail(f"target {target.name!r} did not get a store: {exc}", pytrace=False)
 
 
 def close_store(store: Any) -> None:
@@ -208,7 +245,7 @@ class Stores:
         """A store that no other test writes to: a fresh namespace where the target
         has them, a fresh instance of a process-local store, else the shared one."""
         if self.target.namespaced is not None:
-            return self.namespaced(new_sid("ns"))
+            return self.namespaced(new_namespace())
         return self.new()
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from storekit.conformance._lab import ExpiryLab
 from storekit.conformance._processes import Pool
-from storekit.conformance._support import Stores
+from storekit.conformance._support import Stores, not_applicable
 from storekit.target import Target
 
 
@@ -60,7 +60,7 @@ def storekit_lab(storekit_target: Target, request: pytest.FixtureRequest) -> Ite
 def storekit_pool(storekit_target: Target) -> Iterator[Pool]:
     """Four worker processes, each with its own store from the target's factory."""
     if not storekit_target.shared:
-        pytest.skip("not applicable: the target is not shared (Target(shared=True) runs these)")
+        not_applicable("the target is not shared (Target(shared=True) runs these)")
     pool = Pool(storekit_target.factory, size=4)
     try:
         yield pool

@@ -10,6 +10,7 @@ from storekit.conformance._support import (
     all_sessions,
     check,
     depends,
+    new_namespace,
     new_sid,
     not_applicable,
     offers,
@@ -62,7 +63,8 @@ def test_clear_leaves_other_namespaces_alone(storekit_stores: Any) -> None:
     probe = storekit_stores.new()
     require(probe, "clear")
     if target.namespaced is not None:
-        mine, theirs = storekit_stores.namespaced(new_sid("a")), storekit_stores.namespaced(new_sid("b"))
+        mine = storekit_stores.namespaced(new_namespace("a"))
+        theirs = storekit_stores.namespaced(new_namespace("b"))
         other = "a store the target built for another namespace"
     elif not target.shared:
         mine, theirs = probe, storekit_stores.new()

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from storekit.conformance._support import check, new_sid, show, tidy
+from storekit.conformance._support import check, depends, new_sid, show, tidy
 
 
 @pytest.mark.clause("destroy.1")
@@ -23,9 +23,16 @@ def test_get_after_destroy_returns_none(storekit_store: Any) -> None:
 def test_destroy_of_an_unknown_sid_is_a_no_op(storekit_store: Any) -> None:
     """destroy.2: destroy of an unknown sid, or of one already destroyed, does nothing and raises nothing."""
     unknown, twice = new_sid(), new_sid()
+    before = storekit_store.get(unknown)
+    depends(before is None, "get.1", f"get({unknown!r}) of an unknown sid returned {show(before)}")
     storekit_store.destroy(unknown)
     got = storekit_store.get(unknown)
-    check(got is None, "destroy.2", f"destroy of the unknown sid {unknown!r} created {show(got)}")
+    check(
+        got is None,
+        "destroy.2",
+        f"get({unknown!r}) returned {show(got)} after destroy of that unknown sid "
+        "(expected None, as get returned before the destroy)",
+    )
     storekit_store.set(twice, {"n": 1})
     storekit_store.destroy(twice)
     storekit_store.destroy(twice)

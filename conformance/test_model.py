@@ -5,8 +5,9 @@ near and far), run against the store and against a model that knows, for
 each sid, what must be there, what must be gone, and what may be either
 (inside the target's resolution around an expiry). After every step each sid
 is read back, and length() and all() are compared with the model. A
-disagreement names the clause it breaks, and hypothesis prints the shortest
-program that shows it, as Python you can replay. Programs are derandomized:
+disagreement names the one clause it breaks (a read that still holds keys of
+the session that a set replaced breaks set.1, not get.2), and hypothesis
+prints the shortest program that shows it, as Python you can replay. Programs are derandomized:
 the same store gets the same programs, and so the same verdict, on every run.
 """
 
@@ -55,6 +56,14 @@ class Entry:
     maybe: bool  # it may already be gone (touched or set inside an expiry window)
     last: str  # the clause that the last operation on this sid answers to
     touched: bool = False
+    replaced: dict[str, Any] | None = None  # the live session that the last set replaced
+
+
+def leftovers(got: object, entry: Entry) -> list[str]:
+    """Keys of ``got`` that only the session the last set replaced had: a merge (set.1)."""
+    if entry.replaced is None or not isinstance(got, dict):
+        return []
+    return sorted(key for key in got if key not in entry.session and key in entry.replaced)
 
 
 _replay: list[Stores] = []
@@ -125,11 +134,14 @@ class StoreMachine(RuleBasedStateMachine):
         session = {**data, "cookie": self._cookie(life, now)}
         self._call("set.3", f"set({sid!r}, {show(session)})", self.store.set, sid, session)
         expires = self._expiry(session["cookie"], now)
+        before = self.model.get(sid)
+        live = before is not None and before.last not in GONE and self._status(before, now, now) != "absent"
         if expires is not None and expires <= now:
             self.model[sid] = Entry({}, now, False, "ttl.3")
         else:
             near = expires is not None and expires - self.res <= time.time()
-            self.model[sid] = Entry(round_trip(session), expires, near, "get.2")
+            replaced = before.session if before is not None and live else None
+            self.model[sid] = Entry(round_trip(session), expires, near, "get.2", replaced=replaced)
 
     @rule(i=st.integers(0, POOL - 1))
     def destroy_session(self, i: int) -> None:
@@ -192,6 +204,13 @@ class StoreMachine(RuleBasedStateMachine):
             expected = {k: v for k, v in expected.items() if k != "cookie"}
             actual = {k: v for k, v in got.items() if k != "cookie"} if isinstance(got, dict) else got
         if not same(actual, expected):
+            merged = leftovers(got, entry) if entry.last == "get.2" else []
+            if merged:
+                fail(
+                    "set.1",
+                    f"get({sid!r}) returned {show(got)}; expected {show(entry.session)}: the keys "
+                    f"{show(merged)} are left from the session that the last set replaced",
+                )
             fail(entry.last, f"get({sid!r}) returned {show(got)}; expected {show(entry.session)}")
         entry.maybe = False
 

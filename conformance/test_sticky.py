@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from storekit.conformance._support import build_store, check, fail
+from storekit.report import INFO_PROPERTY
 from storekit.target import Target
 
 WORKERS = 4
@@ -148,7 +149,7 @@ def test_under_round_robin_sessions_persist_for_a_shared_store(
         )
     request.node.user_properties.append(
         (
-            "storekit_info",
+            INFO_PROPERTY,
             f"needs sticky routing: a process-local store counted {counts} across {len(workers)} workers",
         )
     )

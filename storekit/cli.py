@@ -14,6 +14,19 @@ REFERENCE_TARGETS = [
 ]
 """What ``storekit check`` verifies when no target is named."""
 
+INI = """[pytest]
+filterwarnings =
+    ignore:Module already imported so cannot be rewritten; storekit$:pytest.PytestAssertRewriteWarning
+"""
+"""The configuration of a ``storekit check`` run, in place of the user's.
+
+Under ``python -m storekit`` from a source checkout, Python puts the checkout
+on sys.path, so pytest finds its storekit.egg-info and asks to rewrite the
+asserts of ``storekit`` itself, which this command has already imported; only
+``storekit.conformance`` needs rewriting, and the plugin registers it before
+it is imported, so that warning says nothing of use. Warnings about any other
+module are shown as pytest shows them."""
+
 
 def check(
     targets: list[str], *, report: str | None, badge: str | None, select: str | None, verbose: bool
@@ -35,12 +48,12 @@ def check(
         args += ["-k", select]
     with tempfile.TemporaryDirectory(prefix="storekit-check-") as root:
         ini = Path(root, "pytest.ini")
-        ini.write_text("[pytest]\n", encoding="utf-8")
-        sys.path.insert(0, str(Path.cwd()))  # a store module beside the user, as `python -m` would
-        try:
-            return int(pytest.main(["-c", str(ini), "--rootdir", root, *args]))
-        finally:
-            sys.path.remove(str(Path.cwd()))
+        ini.write_text(INI, encoding="utf-8")
+        # A store module beside the user is found by storekit.resolve, which looks in the
+        # current directory when a module is not importable; the directory is not put on
+        # sys.path before that, or pytest would take the storekit.egg-info of a source
+        # checkout there for a second installed storekit.
+        return int(pytest.main(["-c", str(ini), "--rootdir", root, *args]))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -72,7 +85,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("rest", nargs=argparse.REMAINDER)
     commands.add_parser(
         "demo",
-        help="the /hello app on sticky workers sharing sessions through ClusterStore",
+        help="start a /hello app on 4 sticky worker processes that share sessions through "
+        "ClusterStore, and visit it twice (--serve keeps it running)",
         add_help=False,
     )
     return top

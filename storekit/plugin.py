@@ -9,8 +9,6 @@ is given, and without them it changes nothing.
 from __future__ import annotations
 
 import os
-import pkgutil
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,48 +52,24 @@ def target_specs(config: pytest.Config) -> list[str]:
 
 
 def load_target(spec: str, search_dir: Path | None = None) -> Target:
-    """Resolve ``MODULE:ATTR`` to a Target, or raise pytest.UsageError saying why."""
+    """Resolve ``MODULE:ATTR`` to a Target, or raise pytest.UsageError saying why.
+
+    :func:`storekit.resolve.resolve` does the resolving, with its one policy for
+    ``sys.path``: a module that is not importable is looked for in ``search_dir``
+    (the directory pytest was started from), since ``pytest``, unlike
+    ``python -m pytest``, does not put it on the path.
+    """
+    from storekit.resolve import ResolveError, resolve
     from storekit.target import Target
 
-    module, sep, attr = spec.partition(":")
-    if not sep or not module.strip() or not attr.strip():
-        raise pytest.UsageError(
-            f"--storekit expects 'module:attribute', got {spec!r} "
-            "(for example --storekit=mypkg.stores:make_store)"
-        )
     try:
-        obj = _resolve(spec, module, search_dir)
-    except ModuleNotFoundError as exc:
-        raise pytest.UsageError(
-            f"--storekit={spec}: cannot import module {module!r} ({exc}); "
-            "is the package installed, or run pytest from the directory that holds it?"
-        ) from None
-    except AttributeError as exc:
-        raise pytest.UsageError(
-            f"--storekit={spec}: module {module!r} has no attribute {attr!r} ({exc})"
-        ) from None
-    except Exception as exc:
-        raise pytest.UsageError(
-            f"--storekit={spec}: importing {module!r} raised {type(exc).__name__}: {exc}"
-        ) from None
+        obj = resolve(spec, example="mypkg.stores:make_store", search_dir=search_dir)
+    except ResolveError as exc:
+        raise pytest.UsageError(f"--storekit={spec}: {exc}") from None
     try:
-        return Target.of(obj, name=attr.rpartition(".")[2])
+        return Target.of(obj, name=spec.partition(":")[2].rpartition(".")[2])
     except TypeError as exc:
         raise pytest.UsageError(f"--storekit={spec}: {exc}") from None
-
-
-def _resolve(spec: str, module: str, search_dir: Path | None) -> object:
-    try:
-        return pkgutil.resolve_name(spec)
-    except ModuleNotFoundError as exc:
-        # `pytest` (unlike `python -m pytest`) does not put the current directory on
-        # sys.path; a store module beside the user is what they mean, so look there too.
-        top = module.partition(".")[0]
-        where = str(search_dir or Path.cwd())
-        if exc.name != top or where in sys.path:
-            raise
-        sys.path.insert(0, where)
-        return pkgutil.resolve_name(spec)
 
 
 def pytest_configure(config: pytest.Config) -> None:

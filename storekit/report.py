@@ -13,9 +13,13 @@ from storekit.target import Target
 
 SCHEMA = 1
 VERDICTS = ("passed", "failed", "skipped", "not offered", "not applicable", "info")
-NOT_OFFERED = "not offered: "
-NOT_APPLICABLE = "not applicable: "
-INFO = "info: "
+VERDICT_PROPERTY = "storekit_verdict"
+"""The ``user_properties`` key of a test report whose skip carries its verdict
+(``not offered``, ``not applicable`` or ``skipped``); storekit.suite sets it."""
+REASON_PROPERTY = "storekit_reason"
+"""The ``user_properties`` key of that skip's reason, the verdict's message."""
+INFO_PROPERTY = "storekit_info"
+"""The ``user_properties`` key that a passing test sets to make its verdict ``info``."""
 STATEFUL = "model"
 """The stateful model test, shown in its own row: its message names the clause a
 failing program breaks, and a failure there holds the target below level core."""
@@ -35,21 +39,23 @@ class Outcome:
 
     @classmethod
     def from_report(cls, report: Any) -> Outcome | None:
+        """The outcome a test report stands for, or None for a report that decides
+        nothing (a setup or teardown that passed)."""
         if report.when == "call" or report.failed or report.skipped:
             if report.failed:
                 return cls(report.nodeid, "failed", _failure_message(report))
+            properties = [(str(key), str(value)) for key, value in report.user_properties]
             if report.skipped:
-                reason = _skip_reason(report)
-                for prefix, kind in ((NOT_OFFERED, "not offered"), (NOT_APPLICABLE, "not applicable")):
-                    if reason.startswith(prefix):
-                        return cls(report.nodeid, kind, reason[len(prefix) :])
-                return cls(report.nodeid, "skipped", reason)
-            info = [value for key, value in report.user_properties if key == "storekit_info"]
+                found = dict(properties)
+                kind = found.get(VERDICT_PROPERTY, "skipped")
+                return cls(report.nodeid, kind, found.get(REASON_PROPERTY) or _skip_reason(report))
+            info = [value for key, value in properties if key == INFO_PROPERTY]
             return cls(report.nodeid, "info" if info else "passed", "; ".join(info))
         return None
 
 
 def _skip_reason(report: Any) -> str:
+    """The reason of a plain pytest skip (one that carries no verdict of its own)."""
     longrepr = report.longrepr
     reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
     return str(reason).removeprefix("Skipped: ")

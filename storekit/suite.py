@@ -1,5 +1,6 @@
-"""The hooks of a run with ``--storekit``: collect the suite, parametrize it over
-the targets, attribute each report to its clause, and report at the end.
+"""The hooks of a run with ``--storekit``: check each target once, collect the
+suite, parametrize it over the targets, attribute each report to its clause
+(with the verdict a skip carries), and report at the end.
 
 Installed by :func:`storekit.plugin.pytest_configure` only when targets are given.
 """
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from storekit.report import Outcome, Results
+from storekit.report import REASON_PROPERTY, VERDICT_PROPERTY, Outcome, Results
 from storekit.target import Target
 
 SUITE_PACKAGE = "storekit.conformance"
@@ -69,6 +70,33 @@ class SuitePlugin:
             config.args = []  # no paths given: run the suite alone, not the tests around it
         config.pluginmanager.register(cls(config, targets, specs), "storekit-suite")
         config.pluginmanager.import_plugin("storekit.conformance.fixtures")
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self) -> None:
+        """Check every target once, before anything runs: a broken one stops the run
+        with a usage error that names it, instead of failing every test alike."""
+        if self.config.option.collectonly:
+            return
+        from storekit.conformance._target_check import BrokenTarget, check_target
+
+        for target, spec in zip(self.targets, self.specs, strict=True):
+            try:
+                check_target(target)
+            except BrokenTarget as exc:
+                raise pytest.UsageError(f"--storekit={spec}: target {target.name!r}: {exc}") from None
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        """Put the verdict that a suite skip carries into the report, as data."""
+        report = yield
+        from storekit.conformance._support import Skip
+
+        raised = call.excinfo.value if call.excinfo is not None else None
+        if isinstance(raised, Skip):
+            report.user_properties += [(VERDICT_PROPERTY, raised.kind), (REASON_PROPERTY, raised.reason)]
+        return report
 
     @pytest.hookimpl(wrapper=True)
     def pytest_make_collect_report(self, collector: pytest.Collector) -> Generator[None, Any, Any]:

@@ -19,12 +19,19 @@ class Target:
     ``factory`` is called with no arguments wherever a store is needed: once
     per test, and in every worker process of the cross-process clauses, so it
     may be a lambda or a closure (workers receive it through ``multiprocess``,
-    which pickles with dill).
+    which pickles with dill). It must return a new store on every call: the
+    suite closes each store it builds (``close()``, or ``aclose()``) after the
+    test that used it.
 
-    ``serve`` is entered once in the pytest process around the whole run
-    (start a server, a master, a database); ``namespaced(name)`` builds a
-    store for another namespace on the same backend (clear.3); ``outage``
-    makes the backend unreachable for as long as it is entered (errors.1).
+    ``serve`` is entered in the pytest process around the whole run (start a
+    server, a master, a database), and once before it, briefly, for the
+    target check; ``namespaced(name)`` builds a store for another namespace
+    on the same backend (clear.3, and a store of its own for the tests that
+    count sessions). The suite's namespaces match ``[a-z][a-z0-9_]{0,39}``:
+    lowercase ASCII letters, digits and ``_``, starting with a letter, at most
+    40 characters, so that one can be a SQL table name, a key prefix or a
+    directory name as it is; none is a prefix of another. ``outage`` makes
+    the backend unreachable for as long as it is entered (errors.1).
     ``shared=True`` claims that sessions are visible across processes and
     turns on the process clauses. ``ttl_resolution`` (seconds) is how far
     from ``cookie.expires`` a session may still appear or already be gone;

@@ -2,13 +2,18 @@
 
 ``DictStore`` is a small, correct store written independently of MemoryStore;
 each subclass changes one behaviour, and ``BROKEN`` says which clause that
-must fail, and only that clause.
+must fail, and only that clause. ``UNUSABLE`` holds targets the suite cannot
+run at all (a factory that raises, returns no store, or returns one shared
+instance that the suite closes), which the target check must stop before the
+suite runs; ``SqliteStore`` keeps sessions in a SQL table named after its
+namespace.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import sqlite3
 import threading
 import time
 import unicodedata
@@ -366,6 +371,113 @@ class Minimal:
         self._inner.destroy(sid)
 
 
+class DestroyCreates(DictStore):
+    """destroy of an unknown sid leaves an empty session behind."""
+
+    def destroy(self, sid: str) -> None:
+        with self._lock:
+            if self._data.pop(self._key(sid), None) is None:
+                self._data[self._key(sid)] = (self._pack({}), None)
+
+
+class EmptyForUnknown(DictStore):
+    """get of an unknown sid returns {} instead of None (breaks get.1)."""
+
+    def get(self, sid: str) -> Any:
+        found = super().get(sid)
+        return {} if found is None else found
+
+
+class SqliteStore:
+    """Sessions in a SQL table named after the namespace.
+
+    The table name is written into the SQL as it is, as stores that keep one
+    table per namespace do; a namespace that is not a plain identifier breaks it.
+    ``close()`` closes the connection if the store opened it.
+    """
+
+    def __init__(self, connection: sqlite3.Connection | None = None, table: str = "sessions") -> None:
+        self._owned = connection is None
+        self._db = connection or sqlite3.connect(":memory:", check_same_thread=False)
+        self._table = table
+        self._lock = threading.Lock()
+        with self._lock, self._db:
+            self._db.execute(
+                f"CREATE TABLE IF NOT EXISTS {table} (sid TEXT PRIMARY KEY, data TEXT, expires REAL)"
+            )
+
+    def get(self, sid: str) -> Any:
+        check_sid(sid)
+        query = f"SELECT data, expires FROM {self._table} WHERE sid = ?"
+        with self._lock:
+            row = self._db.execute(query, (sid,)).fetchone()
+        if row is None or (row[1] is not None and row[1] <= time.time()):
+            return None
+        return json.loads(row[0])
+
+    def set(self, sid: str, session: Any) -> None:
+        check_sid(sid)
+        data, expires = encode_session(session).decode(), session_expiry(session)
+        with self._lock, self._db:
+            if expires is not None and expires <= time.time():
+                self._db.execute(f"DELETE FROM {self._table} WHERE sid = ?", (sid,))
+            else:
+                query = f"INSERT OR REPLACE INTO {self._table} VALUES (?, ?, ?)"
+                self._db.execute(query, (sid, data, expires))
+
+    def destroy(self, sid: str) -> None:
+        check_sid(sid)
+        with self._lock, self._db:
+            self._db.execute(f"DELETE FROM {self._table} WHERE sid = ?", (sid,))
+
+    def clear(self) -> None:
+        with self._lock, self._db:
+            self._db.execute(f"DELETE FROM {self._table}")
+
+    def length(self) -> int:
+        query = f"SELECT COUNT(*) FROM {self._table} WHERE expires IS NULL OR expires > ?"
+        with self._lock:
+            (count,) = self._db.execute(query, (time.time(),)).fetchone()
+        return int(count)
+
+    def close(self) -> None:
+        if self._owned:
+            self._db.close()
+
+
+class ClosesSharedConnection(SqliteStore):
+    """Closes the connection it was given, which other stores use too."""
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class NoSet:
+    def get(self, sid: str) -> Any:
+        return None
+
+    def destroy(self, sid: str) -> None:
+        pass
+
+
+class MixedAsync(DictStore):
+    async def get(self, sid: str) -> Any:  # type: ignore[override]
+        return super().get(sid)
+
+
+def _raising_factory() -> Any:
+    raise RuntimeError("no database at localhost:5432")
+
+
+def _refusing_hook(namespace: str) -> Any:
+    raise ValueError(f"no table may be named {namespace!r}")
+
+
+_ONE_SQLITE = SqliteStore()
+_ONE_CONNECTION = sqlite3.connect(":memory:", check_same_thread=False)
+_TABLES = sqlite3.connect(":memory:", check_same_thread=False)
+
+
 def _target(factory: Any, name: str, **options: Any) -> Target:
     return Target(factory, name=name, ttl_resolution=RESOLUTION, **options)
 
@@ -417,3 +529,24 @@ BROKEN["clear_everything"] = (
 """Each broken store's name: the one clause it must fail, and its target."""
 
 globals().update({name: target for name, (_, target) in BROKEN.items()})
+
+destroy_creates = _target(DestroyCreates, "destroy_creates")
+empty_for_unknown = _target(EmptyForUnknown, "empty_for_unknown")
+sqlite_tables = _target(
+    SqliteStore, "sqlite_tables", namespaced=lambda namespace: SqliteStore(_TABLES, namespace)
+)
+"""One SQLite table per namespace on one connection: it works when namespaces are plain identifiers."""
+
+UNUSABLE: dict[str, Target] = {
+    "raising_factory": _target(_raising_factory, "raising_factory"),
+    "returns_none": _target(lambda: None, "returns_none"),
+    "returns_a_class": _target(lambda: DictStore, "returns_a_class"),
+    "lacks_set": _target(NoSet, "lacks_set"),
+    "mixed_async": _target(MixedAsync, "mixed_async"),
+    "one_instance": _target(lambda: _ONE_SQLITE, "one_instance", shared=True),
+    "one_connection": _target(lambda: ClosesSharedConnection(_ONE_CONNECTION), "one_connection", shared=True),
+    "refusing_namespaces": _target(DictStore, "refusing_namespaces", namespaced=_refusing_hook),
+}
+"""Targets the suite cannot run at all, each stopped by the target check."""
+
+globals().update(UNUSABLE)

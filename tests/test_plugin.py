@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -14,6 +15,8 @@ import broken_stores
 import pytest
 
 from storekit.clauses import CLAUSES
+from storekit.conformance._support import NAMESPACE_PATTERN
+from storekit.target import Target
 
 pytest_plugins = ["pytester"]
 
@@ -185,7 +188,11 @@ def test_a_lambda_factory_works_and_is_named_after_its_attribute(tmp_path: Path)
 @pytest.mark.parametrize(
     ("value", "says"),
     [
-        ("mypkg.make_store", "--storekit expects 'module:attribute', got 'mypkg.make_store'"),
+        (
+            "mypkg.make_store",
+            "--storekit=mypkg.make_store: expects 'module:attribute', got 'mypkg.make_store'",
+        ),
+        ("mypkg.make_store", "did you mean mypkg:make_store?"),
         (":make_store", "expects 'module:attribute'"),
         ("storekit.reference:", "expects 'module:attribute'"),
         ("no_such_module_here:make", "cannot import module 'no_such_module_here'"),
@@ -227,6 +234,22 @@ def test_the_report_and_badge_are_written_and_valid(tmp_path: Path) -> None:
     endpoint = json.loads((tmp_path / "out/badge.json").read_text())
     assert set(endpoint) <= SHIELDS_KEYS
     assert endpoint == {"schemaVersion": 1, "label": "storekit", "message": "full", "color": "green"}
+    assert_the_contract_shows_this_table(result.stdout)
+
+
+def assert_the_contract_shows_this_table(output: str) -> None:
+    """contract.md's sample table is this run's, line for line (sticky.3's counts vary)."""
+    contract = (HERE.parent / "docs" / "contract.md").read_text()
+    report = contract[contract.index("## The report") :]
+    sample = report[report.index("```text\n") + 8 : report.index("```\n", report.index("```text\n") + 8)]
+
+    def steady(line: str) -> str:
+        return re.sub(r"counted \[[\d, ]+\] across \d+ workers", "counted [...]", line)
+
+    shown = [steady(line) for line in sample.splitlines()]
+    real = [steady(line) for line in output.splitlines()]
+    start = real.index(shown[0])
+    assert real[start : start + len(shown)] == shown
 
 
 def test_the_terminal_summary_shows_the_clause_table_and_the_level(tmp_path: Path) -> None:
@@ -333,3 +356,160 @@ def test_two_targets_each_get_the_whole_suite(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "r.json").read_text())
     assert [t["name"] for t in report["targets"]] == ["MemoryStore", "correct"]
     assert "6 passed" in result.stdout
+
+
+UNUSABLE_SAYS = {
+    "raising_factory": "its factory raised RuntimeError: no database at localhost:5432",
+    "returns_none": "its factory did not return a store: None is not a store",
+    "returns_a_class": "its factory did not return a store: DictStore is a class, not a store",
+    "lacks_set": "it has no set(); a store needs get, set and destroy",
+    "mixed_async": "mixes the two contracts",
+    "one_instance": "its factory returned the same instance twice",
+    "one_connection": "Cannot operate on a closed database. (at ",
+    "refusing_namespaces": "its namespaced hook, called as namespaced('sk_check_",
+}
+
+
+@pytest.mark.parametrize("name", list(broken_stores.UNUSABLE))
+def test_a_target_the_suite_cannot_run_is_one_usage_error_before_any_test(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(HERE))
+    result = pytester.runpytest_subprocess(f"--storekit=broken_stores:{name}", "-p", "no:cacheprovider")
+    assert result.ret == 4, result.stdout.str()[-2000:]
+    errors = [line for line in result.stderr.lines if line.startswith("ERROR: ")]
+    assert len(errors) == 1, result.stderr.str()
+    assert errors[0].startswith(f"ERROR: --storekit=broken_stores:{name}: target {name!r}: ")
+    assert UNUSABLE_SAYS[name] in errors[0]
+    assert "Traceback" not in result.stderr.str()
+    assert "passed" not in result.stdout.str()
+    assert "failed" not in result.stdout.str()
+
+
+def test_a_shared_instance_that_the_suite_closes_says_so_and_how_to_fix_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(HERE))
+    for name in ("one_instance", "one_connection"):
+        result = pytester.runpytest_subprocess(f"--storekit=broken_stores:{name}", "-p", "no:cacheprovider")
+        assert result.ret == 4
+        said = result.stderr.str()
+        assert "the suite closes each store it builds, after the test that used it" in said
+        assert "return a new store from each call" in said
+
+
+def test_a_namespaced_hook_that_fails_is_reported_once_and_names_the_alphabet(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(HERE))
+    result = pytester.runpytest_subprocess(
+        "--storekit=broken_stores:refusing_namespaces", "-p", "no:cacheprovider"
+    )
+    assert result.ret == 4
+    said = result.stderr.str()
+    assert said.count("ValueError: no table may be named") == 1
+    assert f"the suite passes namespaces that match {NAMESPACE_PATTERN}" in said
+
+
+def test_the_suites_namespaces_can_be_sql_table_names(tmp_path: Path) -> None:
+    result = run_suite(
+        tmp_path,
+        "--storekit=broken_stores:sqlite_tables",
+        "-k",
+        "clear or length",
+        "--storekit-report=r.json",
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    found = verdicts(json.loads((tmp_path / "r.json").read_text()), "sqlite_tables")
+    assert {c: found[c] for c in ("clear.1", "clear.2", "clear.3", "length.1")} == dict.fromkeys(
+        ("clear.1", "clear.2", "clear.3", "length.1"), "passed"
+    )
+
+
+def test_every_namespace_matches_the_documented_alphabet() -> None:
+    from storekit.conformance import _support
+
+    names = [_support.new_namespace(), _support.new_namespace("a"), _support.new_namespace("check")]
+    assert all(re.fullmatch(NAMESPACE_PATTERN, name) for name in names), names
+    assert not any(a != b and b.startswith(a) for a in names for b in names)
+    assert NAMESPACE_PATTERN in (Target.__doc__ or "")
+    assert NAMESPACE_PATTERN in (HERE.parent / "docs" / "authors.md").read_text()
+    assert NAMESPACE_PATTERN in (HERE.parent / "docs" / "contract.md").read_text()
+
+
+def test_the_target_check_enters_serve_and_closes_every_store_it_builds(pytester: pytest.Pytester) -> None:
+    log = pytester.path / "log.txt"
+    pytester.makepyfile(
+        counted=f"import contextlib\n"
+        "from storekit import Target\n"
+        "from storekit.reference import MemoryStore\n"
+        f"LOG = {str(log)!r}\n"
+        "def note(what):\n"
+        "    with open(LOG, 'a') as f:\n"
+        "        f.write(what + '\\n')\n"
+        "class Counted(MemoryStore):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        note('made')\n"
+        "    def close(self):\n"
+        "        note('closed')\n"
+        "@contextlib.contextmanager\n"
+        "def serve():\n"
+        "    note('serve')\n"
+        "    yield\n"
+        "    note('served')\n"
+        "target = Target(Counted, serve=serve, namespaced=lambda ns: Counted())\n"
+    )
+    result = pytester.runpytest_subprocess(
+        "--storekit=counted:target", "-p", "no:cacheprovider", "-k", "no_test_is_named_so"
+    )
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED, result.stderr.str()
+    lines = log.read_text().splitlines()
+    assert lines[0] == "serve"
+    assert lines[-1] == "served"
+    assert lines.count("made") == lines.count("closed") == 3  # the factory twice, the namespaced hook once
+
+
+def test_a_skip_of_the_suite_carries_its_verdict_to_the_report_as_data(tmp_path: Path) -> None:
+    result = run_suite(
+        tmp_path, "--storekit=broken_stores:minimal", "-k", "touch", "-rs", "--storekit-report=r.json"
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    (target,) = json.loads((tmp_path / "r.json").read_text())["targets"]
+    found = {c["id"]: c for c in target["clauses"]}
+    assert found["touch.1"] == {
+        "id": "touch.1", "verdict": "not offered", "message": "store has no touch(); touch is recommended",
+    }  # fmt: skip
+    assert "SKIPPED" in result.stdout  # pytest's own summary still says why, in words
+
+
+def test_destroy_2_says_that_get_returned_the_session_after_the_destroy(tmp_path: Path) -> None:
+    run_suite(
+        tmp_path,
+        "--storekit=broken_stores:destroy_creates",
+        "--storekit=broken_stores:empty_for_unknown",
+        "-k", "test_destroy_of_an_unknown", "--storekit-report=r.json",
+    )  # fmt: skip
+    report = json.loads((tmp_path / "r.json").read_text())
+    messages = {t["name"]: {c["id"]: c for c in t["clauses"]}["destroy.2"] for t in report["targets"]}
+    creates = messages["destroy_creates"]
+    assert creates["verdict"] == "failed"
+    assert "returned {} after destroy of that unknown sid" in creates["message"]
+    assert "created" not in creates["message"]
+    empty = messages["empty_for_unknown"]
+    assert empty["verdict"] == "skipped"
+    assert empty["message"].startswith("depends on get.1, which does not hold here: get(")
+    assert "of an unknown sid returned {}" in empty["message"]
+
+
+def test_the_model_names_one_clause_for_a_merging_set(tmp_path: Path) -> None:
+    result = run_suite(
+        tmp_path, "--storekit=broken_stores:merging", "-k", "test_store_agrees", "--storekit-report=r.json"
+    )
+    assert result.returncode == 1
+    (target,) = json.loads((tmp_path / "r.json").read_text())["targets"]
+    model = {c["id"]: c for c in target["clauses"]}["model"]
+    assert model["verdict"] == "failed"
+    assert model["message"].startswith("model: set.1: get(")
+    assert "left from the session that the last set replaced" in model["message"]
+    assert "get.2" not in model["message"]

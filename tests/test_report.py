@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -130,3 +131,80 @@ def test_a_target_is_named_after_its_factory() -> None:
     assert Target.of(Target(dict, name="x")).name == "x"
     with pytest.raises(TypeError, match="zero-argument callable"):
         Target.of(42)
+
+
+def report_of(when: str, outcome: str, longrepr: object = None, **properties: str) -> SimpleNamespace:
+    """What pytest hands storekit.suite: a test report, reduced to what Outcome reads."""
+    return SimpleNamespace(
+        nodeid="storekit/x::test_x[t]",
+        when=when,
+        failed=outcome == "failed",
+        skipped=outcome == "skipped",
+        longrepr=longrepr,
+        user_properties=list(properties.items()),
+    )
+
+
+def test_a_skip_verdict_is_read_from_data_never_from_the_message() -> None:
+    words = ("f.py", 1, "Skipped: not offered: store has no touch(); touch is recommended")
+    plain = Outcome.from_report(report_of("call", "skipped", words))
+    assert plain == Outcome(
+        "storekit/x::test_x[t]", "skipped", "not offered: store has no touch(); touch is recommended"
+    )
+    data = report_of("call", "skipped", words, storekit_verdict="not offered", storekit_reason="no touch()")
+    assert Outcome.from_report(data) == Outcome("storekit/x::test_x[t]", "not offered", "no touch()")
+    setup = report_of(
+        "setup", "skipped", ("f.py", 1, "x"), storekit_verdict="not applicable", storekit_reason="r"
+    )
+    assert Outcome.from_report(setup) == Outcome("storekit/x::test_x[t]", "not applicable", "r")
+    assert Outcome.from_report(report_of("setup", "passed")) is None
+    info = report_of("call", "passed", storekit_info="needs sticky routing")
+    assert Outcome.from_report(info) == Outcome("storekit/x::test_x[t]", "info", "needs sticky routing")
+
+
+def test_the_suites_skips_carry_their_kind() -> None:
+    from storekit.conformance._support import Skip, depends, not_applicable, not_offered
+
+    with pytest.raises(Skip) as offered:
+        not_offered("touch")
+    assert (offered.value.kind, offered.value.reason) == (
+        "not offered",
+        "store has no touch(); touch is recommended",
+    )
+    assert isinstance(offered.value, pytest.skip.Exception)
+    with pytest.raises(Skip) as applicable:
+        not_applicable("the target is not shared")
+    assert (applicable.value.kind, applicable.value.reason) == ("not applicable", "the target is not shared")
+    with pytest.raises(Skip) as moot:
+        depends(False, "get.1", "get returned {}")
+    assert moot.value.kind == "skipped"
+    assert moot.value.depends_on == "get.1"
+    assert moot.value.reason == "depends on get.1, which does not hold here: get returned {}"
+
+
+def test_no_module_reads_a_verdict_from_message_text() -> None:
+    root = Path(__file__).resolve().parent.parent
+    for path in [*root.joinpath("storekit").glob("*.py"), *root.joinpath("conformance").glob("*.py")]:
+        text = path.read_text()
+        for prefix in ('"not offered: "', '"not applicable: "', '"depends on"', '"info: "'):
+            assert prefix not in text, f"{path.name} spells the message prefix {prefix}"
+
+
+def test_the_verdicts_table_gives_every_reason_the_report_writes_for_a_clause_that_did_not_run() -> None:
+    contract = (Path(__file__).resolve().parent.parent / "docs" / "contract.md").read_text()
+    verdicts = contract[contract.index("## Verdicts") : contract.index("## The report")]
+    shared, outage = Target(dict, name="s", shared=True), Target(dict, name="o")
+    results = Results([shared, outage])
+    results.collected("s", "get.2")
+    results.deselected("s", "get.1")
+    reasons = {
+        results._unrun(outage, "process.1")[1],
+        results._unrun(outage, "errors.1")[1],
+        results._unrun(shared, "get.1")[1],
+        results._unrun(shared, "get.2")[1],
+        results._unrun(shared, "get.3")[1],
+    }
+    assert len(reasons) == 5
+    missing = [reason for reason in reasons if reason not in verdicts]
+    assert missing == []
+    assert "no check for it" not in verdicts  # every section has its checks now, sticky included
