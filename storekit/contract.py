@@ -234,9 +234,23 @@ def store_kind(obj: object) -> StoreKind:
         return "async"
     plain = [name for name in REQUIRED if name not in coroutines]
     raise TypeError(
-        f"{cut(obj)} mixes the two contracts: {', '.join(coroutines)} are coroutine functions but "
-        f"{', '.join(plain)} not; a store is sync throughout or async throughout"
+        f"{cut(obj)} mixes the two contracts: {_listed(coroutines)} {_be(coroutines)} "
+        f"{_a(coroutines, 'coroutine function')} but {_listed(plain)} {_be(plain)} not; a store is sync "
+        "throughout or async throughout"
     )
+
+
+def _listed(names: list[str]) -> str:
+    shown = [f"{name}()" for name in names]
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} and {shown[-1]}"
+
+
+def _be(names: list[str]) -> str:
+    return "is" if len(names) == 1 else "are"
+
+
+def _a(names: list[str], noun: str) -> str:
+    return f"a {noun}" if len(names) == 1 else f"{noun}s"
 
 
 def check_store(obj: object, user: str, *, kind: StoreKind) -> Any:

@@ -1,4 +1,4 @@
-"""``storekit demo``: the seed's /hello app, on sticky workers sharing sessions through ClusterStore.
+"""``storekit demo``: a /hello app on 4 sticky worker processes that share sessions through ClusterStore, visited twice.
 
 This process is the master: it calls ``cluster.setup()``, then starts the
 sticky server, whose workers each build the app with a ``ClusterStore``. A
