@@ -172,12 +172,12 @@ def memory(count: int, size: int) -> dict[str, float]:
         for first in range(0, count, batch):
             frames = [requests.set(f"{i:032x}", session) for i in range(first, min(first + batch, count))]
             conn.sock.sendall(b"".join(frames))
-            expected, got = 5 * len(frames), 0
+            expected, got = len(wire.OK_FRAME) * len(frames), 0
             while got < expected:
                 got += len(conn.sock.recv(expected - got))
         conn.close()
         assert store.length() == count
-        assert len(requests.set("x", session)) - 4 - 4 - 1 - wire.EXPIRY_BYTES == size
+        assert wire.json_length(wire.decode_request(requests.set("x", session)).value) == size
         return {"before": before, "after": _rss(master.pid), "count": count, "size": size}
     finally:
         master.kill()

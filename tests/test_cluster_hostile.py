@@ -51,26 +51,23 @@ def connect(server: ClusterServer) -> socket.socket:
 
 
 def read_frame(sock: socket.socket) -> bytes:
-    head = b""
-    while len(head) < 4:
-        chunk = sock.recv(4 - len(head))
+    """One whole frame, prefix included (read a byte at a time until its size is known)."""
+    data = b""
+    while True:
+        size = wire.frame_size(data, len(data))
+        if size and len(data) >= size:
+            return data
+        chunk = sock.recv(size - len(data) if size else 1)
         if not chunk:
             raise EOFError
-        head += chunk
-    body = b""
-    while len(body) < wire.frame_length(head):
-        chunk = sock.recv(wire.frame_length(head) - len(body))
-        if not chunk:
-            raise EOFError
-        body += chunk
-    return body
+        data += chunk
 
 
 def authenticated(server: ClusterServer) -> socket.socket:
     sock = connect(server)
     server_nonce = wire.parse_hello(read_frame(sock))
     sock.sendall(wire.auth_frame(server.secret, server_nonce, b"c" * 32))
-    assert read_frame(sock)[0] == wire.OK
+    assert wire.reply_status(read_frame(sock)) == wire.OK
     return sock
 
 
@@ -106,7 +103,7 @@ def test_wrong_key_is_rejected(server: ClusterServer, store: ClusterStore) -> No
     nonce = wire.parse_hello(read_frame(sock))
     sock.sendall(wire.auth_frame(b"not the key", nonce, b"c" * 32))
     reply = read_frame(sock)
-    assert reply[0] == wire.ERROR
+    assert wire.reply_status(reply) == wire.ERROR
     assert closed_by_server(sock, within=1.0)
     intruder = ClusterStore(address=Address(server.path, b"wrong"))
     with pytest.raises(StoreUnavailable, match="rejected this process's key"):
@@ -196,8 +193,8 @@ def test_the_server_checks_sizes_itself(server: ClusterServer, store: ClusterSto
     too_big = wire.NEVER_BYTES + b'"' + b"x" * (1 << 20) + b'"'
     sock.sendall(wire.encode_request(wire.SET, b"", b"canary", too_big))
     reply = read_frame(sock)
-    assert reply[0] == wire.ERROR
-    assert reply[1] == wire.ERR_INVALID_DATA
+    assert wire.reply_status(reply) == wire.ERROR
+    assert wire.decode_error(wire.reply_payload(reply))[0] == wire.ERR_INVALID_DATA
     serves_others(store)  # and the canary is unchanged
 
 
@@ -215,4 +212,20 @@ def test_a_peer_killed_mid_frame_leaves_the_server_working(
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     wait_until(lambda: len(server._workers) == 1)
+    serves_others(store)
+
+
+def test_requests_sent_in_one_write_are_answered_in_order(server: ClusterServer, store: ClusterStore) -> None:
+    sock = authenticated(server)
+    value = wire.NEVER_BYTES + b'{"n":1}'
+    sock.sendall(
+        wire.encode_request(wire.SET, b"", b"piped", value)
+        + wire.encode_request(wire.GET, b"", b"piped")
+        + wire.encode_request(wire.GET, b"", b"nobody")
+        + wire.encode_request(wire.LENGTH, b"")
+    )
+    assert read_frame(sock) == wire.OK_FRAME
+    assert read_frame(sock) == wire.found_frame(value)
+    assert read_frame(sock) == wire.MISSING_FRAME
+    assert read_frame(sock) == wire.count_frame(2)  # the canary and this one
     serves_others(store)

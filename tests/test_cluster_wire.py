@@ -1,30 +1,51 @@
-"""The ClusterStore wire protocol and server state, without sockets."""
+"""The ClusterStore wire protocol, the handshake and the server state, without sockets;
+and the one handshake as both clients meet it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from storekit.codec import session_expiry
-from storekit.errors import InvalidSessionData
-from storekit.reference.cluster import wire
+from storekit.errors import InvalidSessionData, StoreUnavailable
+from storekit.reference.cluster import Address, AsyncClusterStore, ClusterStore, wire
 from storekit.reference.cluster.common import Requests
+from storekit.reference.cluster.handshake import (
+    ClientHandshake,
+    NotACluster,
+    Refused,
+    ServerHandshake,
+    WrongKey,
+)
+from storekit.reference.cluster.server import ClusterServer
 from storekit.reference.cluster.state import ClusterState
 
 NEVER = wire.NEVER_BYTES
+LIMIT = wire.max_request_frame(1 << 20)
 
 
 def _body(frame: bytes) -> bytes:
-    assert wire.frame_length(frame) == len(frame) - 4
+    assert wire.frame_size(frame, len(frame)) == len(frame)
     return frame[4:]
 
 
 def test_request_round_trips() -> None:
     value = wire.encode_expiry(1_700_000_000.123) + b'{"a":1}'
-    request = wire.decode_request(_body(wire.encode_request(wire.SET, b"ns", "sé".encode(), value)))
+    request = wire.decode_request(wire.encode_request(wire.SET, b"ns", "sé".encode(), value))
     assert request == (wire.SET, b"ns", "sé".encode(), value)
-    assert wire.decode_request(_body(wire.encode_request(wire.LENGTH, b""))) == (wire.LENGTH, b"", b"", b"")
+    assert wire.decode_request(wire.encode_request(wire.LENGTH, b"")) == (wire.LENGTH, b"", b"", b"")
+    split = wire.encode_request(wire.TOUCH, b"", b"s", NEVER, b"{}")
+    assert wire.decode_request(split) == (wire.TOUCH, b"", b"s", NEVER + b"{}")
+    assert _body(split) == split[4:]
 
 
 @pytest.mark.parametrize(
@@ -38,11 +59,106 @@ def test_request_round_trips() -> None:
         bytes([wire.GET, 0, 0, 1]) + b"ab",  # trailing bytes
         bytes([wire.SET, 0, 0, 1]) + b"a" + b"\x00" * 3,  # expiry cut short
         bytes([wire.CLEAR, 0, 0, 1]) + b"a",  # clear with a sid
+        bytes([wire.LENGTH, 0, 0, 0]) + b"x",  # length with a value
+        bytes([wire.DESTROY, 0, 0, 0]),  # destroy without a sid
+        bytes([0, 0, 0, 0]),  # op 0
     ],
 )
 def test_malformed_requests_raise_wire_error(body: bytes) -> None:
     with pytest.raises(wire.WireError):
-        wire.decode_request(body)
+        wire.decode_request(wire.frame(body))
+    with pytest.raises(wire.WireError):  # in a buffer too, as the server reads it
+        wire.next_request(memoryview(bytearray(b"pad" + wire.frame(body))), 3, 3 + 4 + len(body), LIMIT)
+
+
+def test_a_truncated_request_frame_is_incomplete_until_its_last_byte() -> None:
+    whole = wire.encode_request(wire.SET, b"ns", b"sid", NEVER + b'{"a":1}')
+    for cut in range(len(whole)):
+        assert wire.next_request(whole, 0, cut, LIMIT) is None
+        with pytest.raises(wire.WireError, match="cut short"):
+            wire.decode_request(whole[:cut])
+    assert wire.next_request(whole, 0, len(whole), LIMIT) == (
+        wire.SET,
+        b"ns",
+        b"sid",
+        NEVER + b'{"a":1}',
+        len(whole),
+    )
+    with pytest.raises(wire.WireError, match="1 bytes follow"):
+        wire.decode_request(whole + b"x")
+
+
+def test_pipelined_requests_are_read_in_place_one_after_another() -> None:
+    frames = [
+        wire.encode_request(wire.GET, b"", b"a"),
+        wire.encode_request(wire.SET, b"n", b"b", NEVER, b"[]"),
+        wire.encode_request(wire.ALL, b"n"),
+    ]
+    view = memoryview(bytearray(b"".join(frames) + frames[0][:5]))  # and the start of a fourth
+    offset, seen = 0, []
+    while (request := wire.next_request(view, offset, len(view), LIMIT)) is not None:
+        *fields, offset = request
+        seen.append(tuple(fields))
+    assert seen == [
+        (wire.GET, b"", b"a", b""),
+        (wire.SET, b"n", b"b", NEVER + b"[]"),
+        (wire.ALL, b"n", b"", b""),
+    ]
+    assert offset == len(view) - 5
+
+
+def test_an_oversized_length_is_refused_as_soon_as_the_prefix_arrives() -> None:
+    prefix = (LIMIT + 1).to_bytes(4, "big")
+    for filled in (4, 8):
+        with pytest.raises(wire.WireError, match="exceeds the limit"):
+            wire.next_request(prefix + bytes([wire.GET, 0, 0, 1]), 0, filled, LIMIT)
+    assert wire.next_request(prefix, 0, 3, LIMIT) is None  # not yet a prefix
+    buffer = bytearray(prefix)
+    with pytest.raises(wire.WireError, match="at most 64"):
+        wire.take_frame(buffer, wire.MAX_HANDSHAKE_FRAME)
+
+
+def test_take_frame_removes_one_whole_frame() -> None:
+    buffer = bytearray(wire.frame(b"one") + wire.frame(b"two")[:5])
+    assert wire.frame_size(buffer, 3) == 0
+    assert wire.frame_size(buffer, 4) == 7
+    assert wire.take_frame(buffer, 64) == wire.frame(b"one")
+    assert wire.take_frame(buffer, 64) is None
+    buffer += b"wo"
+    assert wire.take_frame(buffer, 64) == wire.frame(b"two")
+    assert buffer == b""
+
+
+def test_replies_round_trip() -> None:
+    value = NEVER + b'{"a":1}'
+    assert wire.found_json(wire.found_frame(value)) == b'{"a":1}'
+    for other in (
+        wire.OK_FRAME,
+        wire.MISSING_FRAME,
+        wire.count_frame(3),
+        wire.frame(b""),
+        wire.frame(b"\x01"),
+    ):
+        assert wire.found_json(other) is None
+    assert wire.reply_status(wire.OK_FRAME) == wire.OK
+    assert wire.reply_status(wire.MISSING_FRAME) == wire.MISSING
+    assert wire.reply_status(wire.frame(b"")) is None
+    count = wire.count_frame(2**40)
+    assert wire.reply_status(count) == wire.COUNT
+    assert wire.decode_count(wire.reply_payload(count)) == 2**40
+    with pytest.raises(wire.WireError, match="COUNT"):
+        wire.decode_count(b"\x00" * 7)
+    error = wire.error_frame(wire.ERR_INVALID_DATA, "too big: é" + "x" * 5000)
+    assert wire.reply_status(error) == wire.ERROR
+    code, message = wire.decode_error(wire.reply_payload(error))
+    assert (code, message[:10]) == (wire.ERR_INVALID_DATA, "too big: é")
+    assert len(error) < 4100
+    items = [(b"a", NEVER + b"{}"), ("é".encode(), value)]
+    reply = b"".join(wire.items_reply(items))
+    assert wire.frame_size(reply, len(reply)) == len(reply)
+    assert wire.reply_status(reply) == wire.ITEMS
+    assert wire.decode_items(wire.reply_payload(reply)) == items
+    assert wire.decode_items(wire.reply_payload(b"".join(wire.items_reply([])))) == []
 
 
 def test_expiry_encoding_is_milliseconds_and_orders_as_bytes() -> None:
@@ -51,6 +167,13 @@ def test_expiry_encoding_is_milliseconds_and_orders_as_bytes() -> None:
     assert wire.encode_expiry(-5) == bytes(6)
     assert wire.encode_expiry(1e300) < NEVER
     assert wire.encode_expiry(10.0) < wire.encode_expiry(10.001) < wire.encode_expiry(11)
+    assert wire.expiry_millis(wire.millis_expiry(1_700_000_000_123)) == 1_700_000_000_123
+    value = wire.encode_expiry(5.0) + b"{}"
+    assert (value[wire.EXPIRY], value[wire.JSON], wire.json_length(value)) == (
+        wire.encode_expiry(5.0),
+        b"{}",
+        2,
+    )
 
 
 def test_items_round_trip() -> None:
@@ -62,17 +185,182 @@ def test_items_round_trip() -> None:
 
 def test_handshake_accepts_the_key_and_nothing_else() -> None:
     server_nonce, client_nonce = b"s" * 32, b"c" * 32
-    assert wire.parse_hello(wire.hello_frame(server_nonce)[4:]) == server_nonce
-    auth = wire.auth_frame(b"key", server_nonce, client_nonce)[4:]
+    assert wire.parse_hello(wire.hello_frame(server_nonce)) == server_nonce
+    auth = wire.auth_frame(b"key", server_nonce, client_nonce)
     assert wire.check_auth(b"key", server_nonce, auth) == client_nonce
     assert wire.check_auth(b"other", server_nonce, auth) is None
     assert wire.check_auth(b"key", b"x" * 32, auth) is None  # a replay under another nonce
     assert wire.check_auth(b"key", server_nonce, auth[:-1]) is None
-    welcome = wire.welcome_frame(b"key", server_nonce, client_nonce)[5:]
+    welcome = wire.welcome_frame(b"key", server_nonce, client_nonce)
     assert wire.check_welcome(b"key", server_nonce, client_nonce, welcome)
     assert not wire.check_welcome(b"other", server_nonce, client_nonce, welcome)
     with pytest.raises(wire.WireError):
         wire.parse_hello(b"HTTP/1.1 200 OK\r\n")
+
+
+def _drive(client: ClientHandshake, server: ServerHandshake, chunk: int) -> bytes:
+    """Run the two sides against each other, ``chunk`` bytes at a time; what the server answers last."""
+    to_client, answer = server.greeting, b""
+    while not client.done:
+        proof = b""
+        for i in range(0, len(to_client), chunk):
+            proof += client.receive(to_client[i : i + chunk])
+        to_client = b""
+        for i in range(0, len(proof), chunk):
+            answer = server.receive(proof[i : i + chunk]) or answer
+        to_client = answer
+    return answer
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096])
+def test_the_two_sides_of_the_handshake_agree_however_the_bytes_arrive(chunk: int) -> None:
+    client, server = ClientHandshake(b"key"), ServerHandshake(b"key")
+    _drive(client, server, chunk)
+    assert client.done
+    assert client.server_nonce == server.nonce
+    assert server.leftover == b""
+
+
+def test_requests_right_behind_the_proof_are_kept_for_the_server() -> None:
+    client, server = ClientHandshake(b"key"), ServerHandshake(b"key")
+    proof = client.receive(server.greeting)
+    request = wire.encode_request(wire.GET, b"", b"a")
+    welcome = server.receive(proof + request)
+    assert welcome is not None
+    assert server.leftover == request
+    assert client.receive(welcome) == b""
+    assert client.done
+
+
+def test_a_wrong_key_fails_on_both_sides() -> None:
+    client, server = ClientHandshake(b"mine"), ServerHandshake(b"theirs")
+    with pytest.raises(WrongKey) as denied:
+        server.receive(client.receive(server.greeting))
+    assert wire.reply_status(denied.value.reply) == wire.ERROR
+    with pytest.raises(WrongKey, match="does not verify"):
+        client.receive(denied.value.reply)
+    impostor = ClientHandshake(b"mine")  # a server that accepts any proof but cannot prove the key
+    impostor.receive(server.greeting)
+    with pytest.raises(WrongKey, match="its own proof"):
+        impostor.receive(wire.welcome_frame(b"theirs", server.nonce, impostor.nonce))
+
+
+@pytest.mark.parametrize(
+    "greeting",
+    [b"HTTP/1.1 400 Bad Request\r\n\r\n", wire.frame(b"SKC2" + bytes(32)), wire.frame(b"SKC1"), bytes(4)],
+)
+def test_a_stranger_is_not_a_cluster_server(greeting: bytes) -> None:
+    with pytest.raises(NotACluster, match="it greeted with"):
+        ClientHandshake(b"key").receive(greeting)
+
+
+def test_what_a_closed_connection_means_depends_on_the_step() -> None:
+    client = ClientHandshake(b"key")
+    with pytest.raises(Refused, match="before greeting"):
+        client.receive(b"")
+    assert isinstance(client.explain(ConnectionResetError()), Refused)
+    assert isinstance(client.explain(TimeoutError()), TimeoutError)
+    client.receive(ServerHandshake(b"key").greeting)
+    assert isinstance(client.explain(BrokenPipeError()), WrongKey)
+    with pytest.raises(WrongKey, match="hung up on"):
+        client.receive(b"")
+
+
+def test_the_server_side_refuses_a_big_first_frame_at_once() -> None:
+    with pytest.raises(NotACluster, match="no proof"):
+        ServerHandshake(b"key").receive(b"GET / HTTP/1.1\r\n")
+    assert ServerHandshake(b"key").receive(wire.frame(b"x" * 64)[:10]) is None  # may still come
+
+
+# The one handshake as the two clients meet it: the same message for the same failure.
+
+
+@pytest.fixture
+def directory() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="storekit-test-", dir="/tmp")
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.fixture
+def peer(directory: str) -> Iterator[Callable[[Callable[[socket.socket], None]], str]]:
+    """A Unix socket server at a fresh path that treats every connection with ``behave``."""
+    listeners: list[socket.socket] = []
+    held: list[socket.socket] = []
+
+    def start(behave: Callable[[socket.socket], None]) -> str:
+        path = os.path.join(directory, f"peer{len(listeners)}")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(8)
+        listeners.append(listener)
+
+        def accept() -> None:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                held.append(conn)
+                behave(conn)
+
+        threading.Thread(target=accept, daemon=True).start()
+        return path
+
+    yield start
+    for sock in listeners + held:
+        sock.close()
+
+
+def _both_fail(path: str, secret: bytes = b"k" * 32, timeout: float = 2.0) -> str:
+    """What the blocking and the async client say about ``path``; they must say the same."""
+    address = Address(path, secret)
+    with pytest.raises(StoreUnavailable) as sync_error:
+        ClusterStore(address=address, timeout=timeout).get("a")
+    with pytest.raises(StoreUnavailable) as async_error:
+        asyncio.run(AsyncClusterStore(address=address, timeout=timeout).get("a"))
+    assert str(sync_error.value) == str(async_error.value)
+    return str(sync_error.value)
+
+
+def test_both_clients_say_a_wrong_key_is_rejected(directory: str) -> None:
+    server = ClusterServer(
+        os.path.join(directory, "sock"), secrets.token_bytes(32), state=ClusterState(max_session_bytes=100)
+    )
+    server.start()
+    try:
+        message = _both_fail(server.path)
+    finally:
+        server.stop()
+    assert "rejected this process's key" in message
+    assert "$STOREKIT_CLUSTER_KEY does not match the master's" in message
+
+
+def test_both_clients_say_a_stranger_is_not_a_cluster_server(
+    peer: Callable[[Callable[[socket.socket], None]], str],
+) -> None:
+    message = _both_fail(peer(lambda conn: conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")))
+    assert "is not a storekit cluster server (it greeted with b'HTTP/1.1 400" in message
+    assert "$STOREKIT_CLUSTER_SOCKET must name the socket" in message
+
+
+def test_both_clients_say_a_peer_that_hangs_up_refused_them(
+    peer: Callable[[Callable[[socket.socket], None]], str],
+) -> None:
+    message = _both_fail(peer(lambda conn: conn.close()))
+    assert "refused the connection (it hung up before greeting)" in message
+
+
+def test_both_clients_say_a_silent_peer_timed_out(
+    peer: Callable[[Callable[[socket.socket], None]], str],
+) -> None:
+    message = _both_fail(peer(lambda conn: None), timeout=0.3)
+    assert "did not answer within 0.3s" in message
+
+
+def test_both_clients_say_nobody_listens(directory: str) -> None:
+    message = _both_fail(os.path.join(directory, "nothing"))
+    assert "no cluster server is listening" in message
 
 
 class Clock:

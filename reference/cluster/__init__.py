@@ -2,9 +2,10 @@
 
 ``setup()`` in the master (a plain parent, a gunicorn arbiter) before any
 worker starts; ``ClusterStore()`` (or ``AsyncClusterStore()``) in each worker.
-The parts: ``wire`` (the frame layout, pure), ``state`` (the sessions the
-master keeps), ``server`` (the master's socket server), ``client`` and
-``aio`` (the two clients over ``common``), ``master`` (setup and shutdown).
+The parts: ``wire`` (the frame layout, pure), ``handshake`` (its steps,
+pure, for the server and both clients), ``state`` (the sessions the master
+keeps), ``server`` (the master's socket server), ``client`` and ``aio`` (the
+two clients over ``common``), ``master`` (setup and shutdown).
 See docs/cluster.md.
 """
 

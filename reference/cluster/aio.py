@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import socket
 
 from storekit.contract import Session
 from storekit.errors import StoreUnavailable
 from storekit.reference.cluster import wire
 from storekit.reference.cluster.common import ClientBase, Requests, unavailable
+from storekit.reference.cluster.handshake import READ_SIZE, ClientHandshake
 
 __all__ = ["AsyncClusterStore"]
 
 _IDLE_CONNECTIONS = 16
+_CHUNK = 1 << 16  # what to ask recv for while reading a reply
 
 
 class AsyncClusterStore(ClientBase):
@@ -86,24 +87,20 @@ class AsyncClusterStore(ClientBase):
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        handshake = ClientHandshake(self.address.secret)
         try:
             sock.setblocking(False)
             await loop.sock_connect(sock, self.address.path)
-            server_nonce = wire.parse_hello((await _read_frame(loop, sock))[4:])
-            client_nonce = secrets.token_bytes(wire.NONCE_BYTES)
-            await loop.sock_sendall(sock, wire.auth_frame(self.address.secret, server_nonce, client_nonce))
-            reply = await _read_frame(loop, sock)
+            while not handshake.done:
+                proof = handshake.receive(await loop.sock_recv(sock, READ_SIZE))
+                if proof:
+                    await loop.sock_sendall(sock, proof)
+        except (OSError, wire.WireError) as exc:
+            sock.close()
+            raise unavailable(self.address, handshake.explain(exc), self.timeout) from exc
         except BaseException:
             sock.close()
             raise
-        if reply[4] != wire.OK or not wire.check_welcome(
-            self.address.secret, server_nonce, client_nonce, reply[5:]
-        ):
-            sock.close()
-            raise StoreUnavailable(
-                f"the cluster server at {self.address.path!r} rejected this process's key; start "
-                "workers from the master that called setup()"
-            )
         return sock
 
 
@@ -111,17 +108,16 @@ def _as_timeout(exc: BaseException) -> BaseException:
     return TimeoutError(str(exc)) if isinstance(exc, asyncio.TimeoutError) else exc
 
 
-async def _read_exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int) -> bytes:
-    data = bytearray(size)
-    view, filled = memoryview(data), 0
-    while filled < size:
-        received = await loop.sock_recv_into(sock, view[filled:])
+async def _read_frame(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
+    """One whole frame, length prefix included; EOFError if the server hung up."""
+    data = bytearray()
+    size = 0
+    while not size or len(data) < size:
+        received = await loop.sock_recv(sock, max(size - len(data), _CHUNK))
         if not received:
             raise EOFError("the cluster server closed the connection")
-        filled += received
+        data += received
+        size = wire.frame_size(data, len(data))
+    if len(data) > size:
+        raise wire.WireError(f"the cluster server sent {len(data) - size} bytes beyond its reply")
     return bytes(data)
-
-
-async def _read_frame(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
-    head = await _read_exactly(loop, sock, 4)
-    return head + await _read_exactly(loop, sock, wire.frame_length(head))

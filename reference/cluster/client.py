@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import errno
-import secrets
 import socket
 import struct
 
 from storekit.contract import Session
 from storekit.errors import StoreUnavailable
 from storekit.reference.cluster import wire
-from storekit.reference.cluster.common import ENV_KEY, Address, ClientBase, Requests, unavailable
+from storekit.reference.cluster.common import ClientBase, Requests, unavailable
+from storekit.reference.cluster.handshake import READ_SIZE, ClientHandshake
 
 __all__ = ["ClusterStore"]
 _IDLE_CONNECTIONS = 32  # kept per process; more threads at once open more, then close them
@@ -84,6 +83,7 @@ class ClusterStore(ClientBase):
 
     def _connect(self) -> _Conn:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        handshake = ClientHandshake(self.address.secret)
         try:
             sock.settimeout(self.timeout)
             sock.connect(self.address.path)
@@ -91,37 +91,14 @@ class ClusterStore(ClientBase):
             timeval = struct.pack("ll", int(self.timeout), int(self.timeout % 1 * 1_000_000))
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
-            conn = _Conn(sock)
-            server_nonce = wire.parse_hello(conn.recv_frame()[4:])
-            client_nonce = secrets.token_bytes(wire.NONCE_BYTES)
-            sock.sendall(wire.auth_frame(self.address.secret, server_nonce, client_nonce))
-            reply = conn.recv_frame()
-            ok = reply[4] == wire.OK and wire.check_welcome(
-                self.address.secret, server_nonce, client_nonce, reply[5:]
-            )
-        except (OSError, EOFError, wire.WireError) as exc:
+            while not handshake.done:
+                proof = handshake.receive(sock.recv(READ_SIZE))
+                if proof:
+                    sock.sendall(proof)
+        except (OSError, wire.WireError) as exc:
             sock.close()
-            if isinstance(exc, wire.WireError):
-                raise StoreUnavailable(f"{self.address.path!r}: {exc}") from exc
-            if isinstance(exc, ConnectionResetError | BrokenPipeError | EOFError) and _denied(exc):
-                raise _key_rejected(self.address) from exc
-            raise unavailable(self.address, exc, self.timeout) from exc
-        if not ok:
-            sock.close()
-            raise _key_rejected(self.address)
-        return conn
-
-
-def _denied(exc: BaseException) -> bool:
-    return isinstance(exc, EOFError) or getattr(exc, "errno", None) in (errno.ECONNRESET, errno.EPIPE)
-
-
-def _key_rejected(address: Address) -> StoreUnavailable:
-    return StoreUnavailable(
-        f"the cluster server at {address.path!r} rejected this process's key (or failed to prove "
-        f"its own): ${ENV_KEY} does not match the master's; start workers from the master that "
-        "called setup()"
-    )
+            raise unavailable(self.address, handshake.explain(exc), self.timeout) from exc
+        return _Conn(sock)
 
 
 class _Conn:
@@ -142,8 +119,8 @@ class _Conn:
         recv_into, view = self.sock.recv_into, self.view
         filled = recv_into(view)
         while True:
-            if filled >= 4:
-                need = wire.frame_length(self.buf) + 4
+            need = wire.frame_size(self.buf, filled)
+            if need:
                 if filled == need:
                     frame = bytes(view[:filled])
                     if len(self.buf) > _BUFFER:

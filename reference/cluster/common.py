@@ -5,6 +5,8 @@ request frames, and what the replies mean.
 frames for the blocking :class:`ClusterStore` and its asyncio twin alike.
 Sessions are encoded by ``storekit.codec.encode_session`` and decoded by
 ``storekit.codec.decode_session`` (both on orjson where it is installed).
+:func:`unavailable` writes every message a client gives for a server it
+cannot use, the handshake's failures included.
 """
 
 from __future__ import annotations
@@ -30,13 +32,12 @@ from storekit.codec import (
 from storekit.contract import Session
 from storekit.errors import InvalidSessionData, StoreError, StoreUnavailable, cut
 from storekit.reference.cluster import wire
+from storekit.reference.cluster.handshake import NotACluster, Refused, WrongKey
 
 __all__ = ["ENV_KEY", "ENV_SOCKET", "Address", "ClientBase", "Requests", "address_from_env", "unavailable"]
 
 ENV_SOCKET = "STOREKIT_CLUSTER_SOCKET"
 ENV_KEY = "STOREKIT_CLUSTER_KEY"
-
-_JSON_START = 5 + wire.EXPIRY_BYTES  # length, status, expiry
 
 
 @functools.lru_cache(maxsize=4096)
@@ -85,6 +86,22 @@ def unavailable(address: Address, exc: BaseException, timeout: float) -> StoreUn
         )
     elif isinstance(exc, (TimeoutError, BlockingIOError)):
         why = f"the cluster server at {path!r} did not answer within {timeout}s; is the master stopped?"
+    elif isinstance(exc, WrongKey):
+        why = (
+            f"the cluster server at {path!r} rejected this process's key, or failed to prove it holds "
+            f"it too ({exc}): ${ENV_KEY} does not match the master's; start workers from the master "
+            "that called setup()"
+        )
+    elif isinstance(exc, NotACluster):
+        why = (
+            f"{path!r} is not a storekit cluster server ({exc}); ${ENV_SOCKET} must name the socket "
+            "that storekit.reference.cluster.setup() made"
+        )
+    elif isinstance(exc, Refused):
+        why = (
+            f"the cluster server at {path!r} refused the connection ({exc}); a cluster server "
+            "serves only processes of the user it runs as"
+        )
     elif isinstance(exc, StoreUnavailable):
         return exc
     else:
@@ -149,35 +166,41 @@ class Requests:
         patch = encode_session({"cookie": session.get("cookie")}, max_bytes=self.max_session_bytes)
         return wire.encode_request(wire.TOUCH, self.namespace, key, self._expiry(session), patch)
 
+    # What the replies mean; each ``reply`` is a whole frame, prefix included.
+
     @staticmethod
     def session(reply: bytes) -> Session | None:
-        """The result of get; ``reply`` is the whole frame, length prefix included."""
-        status = reply[4]
-        if status == wire.FOUND:
-            return decode_session(reply[_JSON_START:])
-        if status == wire.MISSING:
+        """The result of get."""
+        data = wire.found_json(reply)
+        if data is not None:
+            return decode_session(data)
+        if reply == wire.MISSING_FRAME:
             return None
         return _unexpected(reply)
 
     @staticmethod
     def done(reply: bytes) -> None:
-        if reply[4] != wire.OK:
+        if reply != wire.OK_FRAME:
             _unexpected(reply)
 
     @staticmethod
     def count(reply: bytes) -> int:
-        if reply[4] != wire.COUNT:
+        if wire.reply_status(reply) != wire.COUNT:
             _unexpected(reply)
-        return wire.decode_count(reply[5:])
+        try:
+            return wire.decode_count(wire.reply_payload(reply))
+        except wire.WireError as exc:
+            raise _malformed(exc) from None
 
     @staticmethod
     def sessions(reply: bytes) -> dict[str, Session]:
-        if reply[4] != wire.ITEMS:
+        if wire.reply_status(reply) != wire.ITEMS:
             _unexpected(reply)
-        return {
-            sid.decode(): decode_session(value[wire.EXPIRY_BYTES :])
-            for sid, value in wire.decode_items(memoryview(reply)[5:])
-        }
+        try:
+            items = wire.decode_items(wire.reply_payload(reply))
+        except wire.WireError as exc:
+            raise _malformed(exc) from None
+        return {sid.decode(): decode_session(value[wire.JSON]) for sid, value in items}
 
 
 _Client = TypeVar("_Client", bound="ClientBase")
@@ -262,12 +285,14 @@ def _key(sid: Any) -> bytes:
     return check_sid(sid).encode()
 
 
-@functools.lru_cache(maxsize=4096)
 def _unexpected(reply: bytes) -> NoReturn:
-    status = reply[4] if len(reply) > 4 else -1
-    if status == wire.ERROR:
-        code, message = wire.decode_error(reply[5:])
+    if wire.reply_status(reply) == wire.ERROR:
+        code, message = wire.decode_error(wire.reply_payload(reply))
         if code == wire.ERR_INVALID_DATA:
             raise InvalidSessionData(message)
         raise StoreError(f"the cluster server refused the request: {message}")
-    raise StoreError(f"the cluster server sent an unexpected reply {cut(reply[:32])}")
+    raise StoreError(f"the cluster server sent an unexpected reply {cut(reply)}")
+
+
+def _malformed(exc: wire.WireError) -> StoreError:
+    return StoreError(f"the cluster server sent a malformed reply: {exc}")

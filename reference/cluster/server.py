@@ -1,8 +1,8 @@
 """The cluster server: threads in the master that serve the workers.
 
 A selector thread accepts connections and runs the handshake on non-blocking
-sockets: a stranger may send one frame of at most 64 bytes and is dropped
-after ``handshake_timeout``. A connection that proves it knows the key gets a
+sockets: a stranger may send one frame of at most ``wire.MAX_HANDSHAKE_FRAME``
+bytes and is dropped after ``handshake_timeout``. A connection that proves it knows the key gets a
 thread of its own doing blocking I/O, as close to a raw socket round trip as
 Python gets. Every operation runs under one lock, in the order the server
 receives it, so per-sid histories are linearizable. Frames are bounded before
@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 import selectors
 import socket
 import struct
@@ -28,6 +27,7 @@ import weakref
 from typing import Any
 
 from storekit.reference.cluster import wire
+from storekit.reference.cluster.handshake import READ_SIZE, HandshakeError, ServerHandshake
 from storekit.reference.cluster.state import ClusterState
 
 __all__ = ["ClusterServer"]
@@ -37,22 +37,19 @@ log = logging.getLogger("storekit.cluster")
 _LISTENER = object()
 _WAKE = object()
 _BUFFER = 1 << 16  # receive buffer of a worker connection
-_OK_FRAME = wire.response_header(wire.OK, 0)
-_MISSING_FRAME = wire.response_header(wire.MISSING, 0)
 _PEERCRED = struct.Struct("3i")
-_GET, _SET = wire.GET, wire.SET
+_GET, _SET, _OK_FRAME, _MISSING_FRAME = wire.GET, wire.SET, wire.OK_FRAME, wire.MISSING_FRAME
 
 
 class _Conn:
     """A connection in the handshake."""
 
-    __slots__ = ("buf", "deadline", "nonce", "sock")
+    __slots__ = ("deadline", "handshake", "sock")
 
-    def __init__(self, sock: socket.socket, nonce: bytes, deadline: float) -> None:
+    def __init__(self, sock: socket.socket, handshake: ServerHandshake, deadline: float) -> None:
         self.sock = sock
-        self.nonce = nonce
+        self.handshake = handshake
         self.deadline = deadline
-        self.buf = bytearray()
 
 
 class ClusterServer:
@@ -168,9 +165,11 @@ class ClusterServer:
 
     def _serve_loop(self, sock: socket.socket, leftover: bytes) -> None:
         """Read into one reusable buffer (a ``recv(n)`` would allocate ``n``
-        bytes per call), answer every whole frame, repeat."""
+        bytes per call), answer every whole frame, repeat. GET and SET, the
+        hot paths, are answered here; the other requests by ``_handle``."""
         recv_into, limit, handle, lock = sock.recv_into, self.max_frame, self._handle, self._lock
-        get, set_, unpack_length = self._get, self._set, wire.PREFIX.unpack_from
+        get, set_, next_request = self.state.get, self.state.set, wire.next_request
+        found_frame, error_frame, invalid = wire.found_frame, wire.error_frame, wire.ERR_INVALID_DATA
         buf = bytearray(max(_BUFFER, len(leftover)))
         view = memoryview(buf)
         filled = len(leftover)
@@ -178,23 +177,20 @@ class ClusterServer:
         while True:
             offset = 0
             out: list[bytes] = []
-            if filled >= 4:
+            request = next_request(view, offset, filled, limit)
+            if request is not None:
                 with lock:
-                    while filled - offset >= 4:
-                        (length,) = unpack_length(buf, offset)
-                        if length > limit:
-                            raise wire.WireError(f"frame of {length} bytes exceeds the limit of {limit}")
-                        end = offset + 4 + length
-                        if end > filled:
-                            break
-                        op = buf[offset + 4] if length > 4 else 0
-                        if op == _GET:  # the hot paths, parsed in place
-                            get(buf, view, offset + 4, end, out)
+                    while request is not None:
+                        op, namespace, sid, value, offset = request
+                        if op == _GET:
+                            found = get(namespace, sid)
+                            out.append(_MISSING_FRAME if found is None else found_frame(found))
                         elif op == _SET:
-                            set_(buf, view, offset + 4, end, out)
+                            error = set_(namespace, sid, value)
+                            out.append(_OK_FRAME if error is None else error_frame(invalid, error))
                         else:
-                            handle(view[offset + 4 : end], out)
-                        offset = end
+                            handle(op, namespace, sid, value, out)
+                        request = next_request(view, offset, filled, limit) if offset < filled else None
             if out:  # one write per batch of replies
                 sock.sendall(out[0] if len(out) == 1 else b"".join(out))
             if offset == filled and len(buf) == _BUFFER:  # the usual case: all answered, nothing to move
@@ -204,7 +200,7 @@ class ClusterServer:
                 if offset:
                     filled -= offset
                     view[:filled] = view[offset : offset + filled]
-                size = max(_BUFFER, 4 + unpack_length(buf)[0] if filled >= 4 else 0)
+                size = max(_BUFFER, wire.frame_size(buf, filled))
                 if size != len(buf):  # grow for a big frame, or shrink after one
                     resized = bytearray(size)
                     resized[:filled] = view[:filled]
@@ -266,10 +262,9 @@ class ClusterServer:
                 sock.close()
                 continue
             sock.setblocking(False)
-            nonce = secrets.token_bytes(wire.NONCE_BYTES)
-            conn = _Conn(sock, nonce, time.monotonic() + self.handshake_timeout)
+            conn = _Conn(sock, ServerHandshake(self.secret), time.monotonic() + self.handshake_timeout)
             try:
-                sock.send(wire.hello_frame(nonce))
+                sock.send(conn.handshake.greeting)
             except OSError:
                 sock.close()
                 continue
@@ -284,9 +279,9 @@ class ClusterServer:
             conn.sock.close()
 
     def _read(self, conn: _Conn) -> None:
-        """Handshake input: one AUTH frame of at most 64 bytes, then a thread of its own."""
+        """Handshake input, until the proof of the key; then a thread of its own."""
         try:
-            data: bytes = conn.sock.recv(4096)
+            data: bytes = conn.sock.recv(READ_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -295,76 +290,40 @@ class ClusterServer:
         if not data:
             self._close(conn)
             return
-        conn.buf += data
-        if len(conn.buf) < 4:
-            return
-        length = wire.frame_length(conn.buf)
-        if length > wire.MAX_HANDSHAKE_FRAME:
-            log.debug("closing a connection whose first frame announces %d bytes", length)
+        try:
+            welcome = conn.handshake.receive(data)
+        except HandshakeError as exc:
+            if exc.reply:
+                with contextlib.suppress(OSError):
+                    conn.sock.send(exc.reply)
+            log.debug("closing a connection in the handshake: %s", exc)
             self._close(conn)
             return
-        if len(conn.buf) < 4 + length:
-            return
-        client_nonce = wire.check_auth(self.secret, conn.nonce, conn.buf[4 : 4 + length])
-        if client_nonce is None:
-            with contextlib.suppress(OSError):
-                conn.sock.send(wire.error_frame(wire.ERR_DENIED, "authentication failed"))
-            log.debug("closing a connection that failed authentication")
-            self._close(conn)
+        if welcome is None:
             return
         self._conns.discard(conn)
         self._selector.unregister(conn.sock)
         sock = conn.sock
         try:
             sock.setblocking(True)
-            sock.sendall(wire.welcome_frame(self.secret, conn.nonce, client_nonce))
+            sock.sendall(welcome)
         except OSError:
             sock.close()
             return
         thread = threading.Thread(
             target=self._serve,
-            args=(sock, bytes(conn.buf[4 + length :])),
+            args=(sock, conn.handshake.leftover),
             name="storekit-cluster-worker",
             daemon=True,
         )
         self._workers[sock] = thread
         thread.start()
 
-    def _get(self, buf: bytearray, view: memoryview, start: int, end: int, out: list[bytes]) -> None:
-        """A GET request in ``buf[start:end]``, answered without decode_request's tuple."""
-        ns_end = start + 4 + buf[start + 1]
-        sid_end = ns_end + (buf[start + 2] << 8 | buf[start + 3])
-        if sid_end != end or sid_end == ns_end:
-            raise wire.WireError("malformed get request")
-        found = self.state.get(bytes(view[start + 4 : ns_end]), bytes(view[ns_end:sid_end]))
-        if found is None:
-            out.append(_MISSING_FRAME)
-        else:
-            out.append(wire.response_header(wire.FOUND, len(found)))
-            out.append(found)
-
-    def _set(self, buf: bytearray, view: memoryview, start: int, end: int, out: list[bytes]) -> None:
-        """A SET request in ``buf[start:end]``, likewise."""
-        ns_end = start + 4 + buf[start + 1]
-        sid_end = ns_end + (buf[start + 2] << 8 | buf[start + 3])
-        if sid_end + wire.EXPIRY_BYTES > end or sid_end == ns_end:
-            raise wire.WireError("malformed set request")
-        namespace, sid = bytes(view[start + 4 : ns_end]), bytes(view[ns_end:sid_end])
-        error = self.state.set(namespace, sid, bytes(view[sid_end:end]))
-        out.append(_OK_FRAME if error is None else wire.error_frame(wire.ERR_INVALID_DATA, error))
-
-    def _handle(self, body: memoryview, out: list[bytes]) -> None:
-        op, namespace, sid, value = wire.decode_request(body)
+    def _handle(self, op: int, namespace: bytes, sid: bytes, value: bytes, out: list[bytes]) -> None:
+        """Every request but GET and SET, which the serve loop answers itself."""
         state = self.state
-        if op == wire.GET:
-            found = state.get(namespace, sid)
-            if found is None:
-                out.append(_MISSING_FRAME)
-            else:
-                out.append(wire.response_header(wire.FOUND, len(found)))
-                out.append(found)
-        elif op == wire.SET or op == wire.TOUCH:
-            error = state.set(namespace, sid, value) if op == wire.SET else state.touch(namespace, sid, value)
+        if op == wire.TOUCH:
+            error = state.touch(namespace, sid, value)
             out.append(_OK_FRAME if error is None else wire.error_frame(wire.ERR_INVALID_DATA, error))
         elif op == wire.DESTROY:
             state.destroy(namespace, sid)
@@ -374,15 +333,8 @@ class ClusterServer:
         elif op == wire.CLEAR:
             state.clear(namespace)
             out.append(_OK_FRAME)
-        else:  # ALL; decode_request admits no other op
-            items = state.items(namespace)
-            total = sum(wire.item_size(sid, value) for sid, value in items)
-            if total > 0xFFFF_FF00:
-                out.append(wire.error_frame(wire.ERR_BAD_REQUEST, f"all() would send {total} bytes"))
-                return
-            out.append(wire.response_header(wire.ITEMS, total))
-            for sid, value in items:
-                out.extend(wire.item_parts(sid, value))
+        else:  # ALL; next_request admits no other op
+            out.extend(wire.items_reply(state.items(namespace)))
 
 
 def _same_user(sock: socket.socket) -> bool:

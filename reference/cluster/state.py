@@ -2,9 +2,9 @@
 
 Entries are kept as compactly as Python allows, since a master may hold
 millions: one ``dict`` per namespace maps the UTF-8 sid (``bytes``) to one
-``bytes`` value, the 6-byte big-endian expiry in milliseconds followed by the
+``bytes`` value, the wire's expiry (milliseconds, big-endian) followed by the
 encoded JSON, exactly as it arrived in the set request. Comparing
-``value[:6] <= now`` tells whether an entry has expired, with no per-entry
+``value[EXPIRY] <= now`` tells whether an entry has expired, with no per-entry
 tuple or float. Expired entries are dropped when read, and swept in the
 background through per-second buckets of sids (8 bytes of list slot per
 entry), a little on every write and a little on every server tick, so that
@@ -19,7 +19,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from storekit.reference.cluster.wire import EXPIRY_BYTES, NEVER_BYTES
+from storekit.reference.cluster.wire import (
+    EXPIRY,
+    JSON,
+    NEVER_BYTES,
+    expiry_millis,
+    json_length,
+    millis_expiry,
+)
 
 __all__ = ["ClusterState", "Space"]
 
@@ -37,7 +44,7 @@ class Space:
 
     def note(self, sid: bytes, expiry: bytes) -> None:
         """Remember to look at ``sid`` once its expiry second is over."""
-        second = int.from_bytes(expiry, "big") // 1000
+        second = expiry_millis(expiry) // 1000
         bucket = self.buckets.get(second)
         if bucket is None:
             self.buckets[second] = [sid]
@@ -59,7 +66,7 @@ class Space:
                 sid = sids.pop()
                 budget -= 1
                 value = entries.get(sid)
-                if value is not None and value[:EXPIRY_BYTES] <= now:
+                if value is not None and value[EXPIRY] <= now:
                     del entries[sid]
             if not sids:
                 del buckets[heapq.heappop(order)]
@@ -70,7 +77,7 @@ class Space:
         """Forget stale bucket slots left behind by sessions set again."""
         self.buckets, self.order, self.refs = {}, [], 0
         for sid, value in self.entries.items():
-            expiry = value[:EXPIRY_BYTES]
+            expiry = value[EXPIRY]
             if expiry != NEVER_BYTES:
                 self.note(sid, expiry)
 
@@ -92,7 +99,7 @@ class ClusterState:
 
     def _now(self) -> tuple[int, bytes]:
         now_ms = int(self.clock() * 1000)
-        return now_ms, now_ms.to_bytes(EXPIRY_BYTES, "big")
+        return now_ms, millis_expiry(now_ms)
 
     def get(self, namespace: bytes, sid: bytes) -> bytes | None:
         """The stored value (expiry + JSON) of a live session, or None."""
@@ -102,20 +109,20 @@ class ClusterState:
         value = space.entries.get(sid)
         if value is None:
             return None
-        if value[:EXPIRY_BYTES] <= int(self.clock() * 1000).to_bytes(EXPIRY_BYTES, "big"):
+        if value[EXPIRY] <= millis_expiry(int(self.clock() * 1000)):
             del space.entries[sid]
             return None
         return value
 
     def set(self, namespace: bytes, sid: bytes, value: bytes) -> str | None:
         """Store ``value`` (expiry + JSON); an error message if it is refused."""
-        if len(value) - EXPIRY_BYTES > self.max_session_bytes:
+        if json_length(value) > self.max_session_bytes:
             return (
-                f"the session is {len(value) - EXPIRY_BYTES} bytes of JSON; the cluster server keeps "
+                f"the session is {json_length(value)} bytes of JSON; the cluster server keeps "
                 f"at most {self.max_session_bytes} (raise max_session_bytes in setup())"
             )
         now_ms, now = self._now()
-        expiry = value[:EXPIRY_BYTES]
+        expiry = value[EXPIRY]
         space = self.spaces.get(namespace)
         if expiry <= now:
             if space is not None:
@@ -145,13 +152,13 @@ class ClusterState:
         if space is None or entry is None:
             return None
         now_ms, now = self._now()
-        expiry = value[:EXPIRY_BYTES]
-        if entry[:EXPIRY_BYTES] <= now or expiry <= now:
+        expiry = value[EXPIRY]
+        if entry[EXPIRY] <= now or expiry <= now:
             del space.entries[sid]
             return None
         try:
-            stored = json.loads(entry[EXPIRY_BYTES:], parse_constant=_reject_constant)
-            patch = json.loads(value[EXPIRY_BYTES:], parse_constant=_reject_constant)
+            stored = json.loads(entry[JSON], parse_constant=_reject_constant)
+            patch = json.loads(value[JSON], parse_constant=_reject_constant)
             if not isinstance(stored, dict) or not isinstance(patch, dict):
                 return "touch needs a stored JSON object and a {'cookie': ...} object"
             stored["cookie"] = patch.get("cookie")
@@ -175,7 +182,7 @@ class ClusterState:
         if space is None:
             return 0
         now = self._now()[1]
-        return sum(1 for value in space.entries.values() if value[:EXPIRY_BYTES] > now)
+        return sum(1 for value in space.entries.values() if value[EXPIRY] > now)
 
     def clear(self, namespace: bytes) -> None:
         self.spaces.pop(namespace, None)
@@ -186,7 +193,7 @@ class ClusterState:
         if space is None:
             return []
         now = self._now()[1]
-        return [(sid, value) for sid, value in space.entries.items() if value[:EXPIRY_BYTES] > now]
+        return [(sid, value) for sid, value in space.entries.items() if value[EXPIRY] > now]
 
     def sweep(self, budget: int = 1000) -> bool:
         """Sweep the namespaces, looking at up to ``budget`` sids; True if it

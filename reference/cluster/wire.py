@@ -1,26 +1,31 @@
-"""The ClusterStore wire protocol: frames as bytes, with no sockets.
+"""The ClusterStore wire protocol: every frame's layout, as bytes, with no sockets.
+
+No other module knows a size or an offset below: they pack and unpack frames
+through the functions here.
 
 Every message is a frame: a 4-byte big-endian length, then that many bytes.
 
-Handshake (before it, frames are at most :data:`MAX_HANDSHAKE_FRAME` bytes):
+Handshake (before it, frames are at most :data:`MAX_HANDSHAKE_FRAME` bytes;
+:mod:`~storekit.reference.cluster.handshake` runs the steps):
 
 1. server -> client ``HELLO``: ``MAGIC`` + a 32-byte server nonce;
 2. client -> server ``AUTH``: a 32-byte client nonce + HMAC-SHA256 over both
    nonces with the master's secret;
-3. server -> client ``WELCOME``: HMAC-SHA256 over both nonces with another
-   label, proving the server knows the secret too; or an ``ERROR`` frame, and
-   the server closes the connection.
+3. server -> client ``WELCOME``: an ``OK`` reply carrying HMAC-SHA256 over
+   both nonces with another label, proving the server knows the secret too;
+   or an ``ERROR`` reply, and the server closes the connection.
 
 Requests: ``op`` (1 byte), namespace length (1), sid length (2), the UTF-8
-namespace, the UTF-8 sid, and for set and touch a 6-byte expiry followed by
-the payload. The expiry is milliseconds since the epoch, big-endian, so that
-stored values compare with ``value[:6] <= now`` and :data:`NEVER` (all ones)
-means "no expiry". What the server stores for a session is exactly the tail
-of a set request: expiry and JSON, one ``bytes`` object.
+namespace, the UTF-8 sid, and for set and touch a value: a 6-byte expiry
+followed by the JSON. The expiry is milliseconds since the epoch, big-endian,
+so that values compare with ``value[EXPIRY] <= now`` and :data:`NEVER` (all
+ones) means "no expiry". What the server stores for a session is exactly the
+value of a set request, one ``bytes`` object; :data:`EXPIRY` and :data:`JSON`
+slice it.
 
-Responses: a status byte, then its payload (``FOUND``: expiry + JSON;
-``COUNT``: 8-byte count; ``ITEMS``: repeated sid length (2), sid, value length
-(4), value; ``ERROR``: a code byte and a UTF-8 message).
+Replies: a status byte, then its payload (``FOUND``: a value; ``COUNT``:
+8-byte count; ``ITEMS``: repeated sid length (2), sid, value length (4),
+value; ``ERROR``: a code byte and a UTF-8 message).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, TypeAlias
 
 __all__ = [
     "ALL",
@@ -39,21 +44,24 @@ __all__ = [
     "ERR_BAD_REQUEST",
     "ERR_DENIED",
     "ERR_INVALID_DATA",
+    "EXPIRY",
     "EXPIRY_BYTES",
     "FOUND",
     "GET",
     "ITEMS",
+    "JSON",
     "LENGTH",
     "MAGIC",
     "MAX_HANDSHAKE_FRAME",
     "MAX_NAMESPACE_BYTES",
     "MAX_SID_BYTES",
     "MISSING",
+    "MISSING_FRAME",
     "NEVER",
     "NEVER_BYTES",
     "NONCE_BYTES",
     "OK",
-    "PREFIX",
+    "OK_FRAME",
     "SET",
     "TOUCH",
     "Request",
@@ -69,15 +77,26 @@ __all__ = [
     "encode_expiry",
     "encode_request",
     "error_frame",
-    "frame_length",
+    "expiry_millis",
+    "found_frame",
+    "found_json",
+    "frame",
+    "frame_size",
     "hello_frame",
     "item_parts",
-    "item_size",
+    "items_reply",
+    "json_length",
     "max_request_frame",
+    "millis_expiry",
+    "next_request",
     "parse_hello",
-    "response_header",
+    "reply_payload",
+    "reply_status",
+    "take_frame",
     "welcome_frame",
 ]
+
+Buffer: TypeAlias = "bytes | bytearray | memoryview"
 
 MAGIC: Final = b"SKC1"
 NONCE_BYTES: Final = 32
@@ -87,23 +106,38 @@ EXPIRY_BYTES: Final = 6
 NEVER: Final = (1 << 48) - 1
 """The expiry of a session that never expires, in milliseconds."""
 NEVER_BYTES: Final = NEVER.to_bytes(EXPIRY_BYTES, "big")
+EXPIRY: Final = slice(0, EXPIRY_BYTES)
+"""The expiry of a stored value (``value[EXPIRY]``), comparable as bytes."""
+JSON: Final = slice(EXPIRY_BYTES, None)
+"""The JSON of a stored value (``value[JSON]``)."""
 
 GET, SET, DESTROY, TOUCH, LENGTH, CLEAR, ALL = range(1, 8)
-_OPS_WITH_SID: Final = frozenset({GET, SET, DESTROY, TOUCH})
-_OPS_WITH_VALUE: Final = frozenset({SET, TOUCH})
-
 OK, FOUND, MISSING, COUNT, ITEMS, ERROR = range(6)
 ERR_BAD_REQUEST, ERR_INVALID_DATA, ERR_DENIED = range(1, 4)
 
-_LENGTH = PREFIX = struct.Struct("!I")
-"""The length prefix of every frame."""
-_REQUEST = struct.Struct("!IBBH")  # frame length, op, namespace length, sid length
-_HEAD_STRUCT = struct.Struct("!BBH")
-_RESPONSE = struct.Struct("!IB")  # frame length, status
+_PREFIX = struct.Struct("!I")  # the length of the body that follows
+_REQUEST = struct.Struct("!IBBH")  # length, op, namespace length, sid length
+_REPLY = struct.Struct("!IB")  # length, status
 _ITEM_SID = struct.Struct("!H")
 _ITEM_VALUE = struct.Struct("!I")
 _COUNT = struct.Struct("!Q")
-_HEAD: Final = _REQUEST.size - _LENGTH.size
+_HEAD: Final = _REQUEST.size - _PREFIX.size  # a request body's fixed part
+_STATUS: Final = _PREFIX.size  # where a reply's status byte is
+_FOUND_JSON: Final = _REPLY.size + EXPIRY_BYTES  # where a FOUND reply's JSON starts
+_MAX_BODY: Final = 0xFFFF_FFFF
+_MAX_PAYLOAD: Final = _MAX_BODY - 0xFF
+_MAX_ERROR_TEXT: Final = 4000
+
+_NO_SID, _SID, _SID_VALUE = range(3)
+_SHAPES: Final = {
+    GET: _SID,
+    DESTROY: _SID,
+    SET: _SID_VALUE,
+    TOUCH: _SID_VALUE,
+    LENGTH: _NO_SID,
+    CLEAR: _NO_SID,
+    ALL: _NO_SID,
+}
 
 MAX_NAMESPACE_BYTES: Final = 255
 MAX_SID_BYTES: Final = 0xFFFF
@@ -117,13 +151,40 @@ class Request(NamedTuple):
     op: int
     namespace: bytes
     sid: bytes
-    value: bytes  # expiry + payload for SET and TOUCH, else b""
+    value: bytes  # expiry + JSON for SET and TOUCH, else b""
 
 
-def frame_length(buffer: bytes | bytearray | memoryview, offset: int = 0) -> int:
-    """The body length announced by the frame header at ``offset``."""
-    length: int = _LENGTH.unpack_from(buffer, offset)[0]
-    return length
+# Frames
+
+
+def frame(body: bytes) -> bytes:
+    """``body`` behind its length prefix."""
+    return _PREFIX.pack(len(body)) + body
+
+
+def frame_size(buffer: Buffer, filled: int) -> int:
+    """The size of the frame at the start of ``buffer``, prefix included, once
+    the prefix is among the first ``filled`` bytes; 0 before."""
+    if filled < _PREFIX.size:
+        return 0
+    length: int = _PREFIX.unpack_from(buffer)[0]
+    return _PREFIX.size + length
+
+
+def take_frame(buffer: bytearray, limit: int) -> bytes | None:
+    """Remove the first frame from ``buffer`` and return it whole, once it is
+    all there (None before); WireError as soon as its prefix announces a body
+    of more than ``limit`` bytes."""
+    size = frame_size(buffer, len(buffer))
+    if not size:
+        return None
+    if size - _PREFIX.size > limit:
+        raise WireError(f"a frame announces {size - _PREFIX.size} bytes; at most {limit} are allowed here")
+    if len(buffer) < size:
+        return None
+    whole = bytes(buffer[:size])
+    del buffer[:size]
+    return whole
 
 
 def max_request_frame(max_session_bytes: int) -> int:
@@ -131,12 +192,32 @@ def max_request_frame(max_session_bytes: int) -> int:
     return _HEAD + MAX_NAMESPACE_BYTES + MAX_SID_BYTES + EXPIRY_BYTES + max_session_bytes + 64
 
 
+# Expiries and stored values
+
+
 def encode_expiry(expires: float | None) -> bytes:
     """POSIX seconds (or ``None`` for never) as the 6-byte wire expiry."""
     if expires is None:
         return NEVER_BYTES
-    millis = min(max(round(expires * 1000), 0), NEVER - 1)
+    return millis_expiry(min(max(round(expires * 1000), 0), NEVER - 1))
+
+
+def millis_expiry(millis: int) -> bytes:
+    """Milliseconds since the epoch as the 6-byte wire expiry."""
     return millis.to_bytes(EXPIRY_BYTES, "big")
+
+
+def expiry_millis(expiry: bytes) -> int:
+    """A wire expiry as milliseconds since the epoch."""
+    return int.from_bytes(expiry, "big")
+
+
+def json_length(value: bytes) -> int:
+    """The bytes of JSON in a stored value."""
+    return len(value) - EXPIRY_BYTES
+
+
+# Requests
 
 
 def encode_request(
@@ -148,44 +229,95 @@ def encode_request(
     return b"".join((_REQUEST.pack(body, op, len(namespace), len(sid)), namespace, sid, value, payload))
 
 
-def decode_request(body: bytes | memoryview) -> Request:
-    """Parse a request body (the frame without its length), or raise WireError."""
-    size = len(body)
-    if size < _HEAD:
-        raise WireError(f"request of {size} bytes is shorter than its {_HEAD}-byte header")
-    op, ns_len, sid_len = _HEAD_STRUCT.unpack_from(body)
-    start = _HEAD + ns_len
-    end = start + sid_len
-    if end > size:
-        raise WireError(f"request announces {ns_len + sid_len} bytes of names but carries {size - _HEAD}")
-    if op in _OPS_WITH_SID:
-        if sid_len == 0:
-            raise WireError("request has an empty sid")
-    elif op in (LENGTH, CLEAR, ALL):
-        if sid_len:
-            raise WireError(f"op {op} takes no sid")
-    else:
-        raise WireError(f"unknown op {op}")
-    if op in _OPS_WITH_VALUE:
-        if size - end < EXPIRY_BYTES:
-            raise WireError("set or touch request without an expiry")
-    elif end != size:
-        raise WireError(f"op {op} carries {size - end} unexpected bytes")
-    return Request(op, bytes(body[_HEAD:start]), bytes(body[start:end]), bytes(body[end:]))
+def next_request(
+    buffer: Buffer, offset: int, filled: int, limit: int
+) -> tuple[int, bytes, bytes, bytes, int] | None:
+    """The request frame at ``offset`` in the first ``filled`` bytes of
+    ``buffer`` as ``(op, namespace, sid, value, end)``, ``end`` being where the
+    next frame starts; None until the frame is all there. WireError for a
+    malformed frame, and as soon as a prefix announces a body of more than
+    ``limit`` bytes. The one request decoder; the server's hot path."""
+    if filled - offset < _REQUEST.size:  # no whole header yet; what does the prefix say?
+        if filled - offset >= _PREFIX.size:
+            (length,) = _PREFIX.unpack_from(buffer, offset)
+            if length > limit:
+                raise _too_long(length, limit)
+            if length < _HEAD and offset + _PREFIX.size + length <= filled:
+                raise _too_short(length)
+        return None
+    length, op, ns_len, sid_len = _REQUEST.unpack_from(buffer, offset)
+    if length > limit:
+        raise _too_long(length, limit)
+    end = offset + _PREFIX.size + length
+    if end > filled:
+        return None
+    if length < _HEAD:
+        raise _too_short(length)
+    ns_start = offset + _REQUEST.size
+    sid_start = ns_start + ns_len
+    sid_end = sid_start + sid_len
+    if sid_end > end:
+        raise WireError(f"a request announces {ns_len + sid_len} bytes of names but carries {length - _HEAD}")
+    shape = _SHAPES.get(op)
+    if shape == _SID and sid_len and sid_end == end:
+        return op, bytes(buffer[ns_start:sid_start]), bytes(buffer[sid_start:sid_end]), b"", end
+    if shape == _SID_VALUE and sid_len and end - sid_end >= EXPIRY_BYTES:
+        sid = bytes(buffer[sid_start:sid_end])
+        return op, bytes(buffer[ns_start:sid_start]), sid, bytes(buffer[sid_end:end]), end
+    if shape == _NO_SID and not sid_len and sid_end == end:
+        return op, bytes(buffer[ns_start:sid_start]), b"", b"", end
+    raise _malformed(op, shape, sid_len, end - sid_end)
 
 
-def response_header(status: int, payload_length: int) -> bytes:
-    """The length prefix and status byte of a response whose payload follows."""
-    return _RESPONSE.pack(payload_length + 1, status)
+def _too_long(length: int, limit: int) -> WireError:
+    return WireError(f"a request of {length} bytes exceeds the limit of {limit}")
+
+
+def _too_short(length: int) -> WireError:
+    return WireError(f"a request of {length} bytes is shorter than its {_HEAD}-byte header")
+
+
+def _malformed(op: int, shape: int | None, sid_len: int, rest: int) -> WireError:
+    if shape is None:
+        return WireError(f"unknown op {op}")
+    if shape != _NO_SID and not sid_len:
+        return WireError(f"op {op} has an empty sid")
+    if shape == _NO_SID and sid_len:
+        return WireError(f"op {op} takes no sid")
+    if shape == _SID_VALUE:
+        return WireError(f"op {op} carries {rest} bytes of value, less than its {EXPIRY_BYTES}-byte expiry")
+    return WireError(f"op {op} carries {rest} unexpected bytes")
+
+
+def decode_request(whole: Buffer, *, limit: int = _MAX_BODY) -> Request:
+    """One whole request frame, prefix included, or WireError."""
+    found = next_request(whole, 0, len(whole), limit)
+    if found is None:
+        raise WireError(f"a request frame is cut short at {len(whole)} bytes")
+    op, namespace, sid, value, end = found
+    if end != len(whole):
+        raise WireError(f"{len(whole) - end} bytes follow the request frame")
+    return Request(op, namespace, sid, value)
+
+
+# Replies, built by the server
+
+
+OK_FRAME: Final = _REPLY.pack(1, OK)
+MISSING_FRAME: Final = _REPLY.pack(1, MISSING)
+
+
+def _reply_header(status: int, payload_length: int) -> bytes:
+    return _REPLY.pack(payload_length + 1, status)
+
+
+def found_frame(value: bytes) -> bytes:
+    """The FOUND reply carrying a stored value."""
+    return _REPLY.pack(len(value) + 1, FOUND) + value
 
 
 def count_frame(count: int) -> bytes:
-    return _RESPONSE.pack(1 + _COUNT.size, COUNT) + _COUNT.pack(count)
-
-
-def decode_count(payload: bytes | memoryview) -> int:
-    count: int = _COUNT.unpack_from(payload)[0]
-    return count
+    return _reply_header(COUNT, _COUNT.size) + _COUNT.pack(count)
 
 
 def item_parts(sid: bytes, value: bytes) -> tuple[bytes, bytes, bytes, bytes]:
@@ -193,11 +325,53 @@ def item_parts(sid: bytes, value: bytes) -> tuple[bytes, bytes, bytes, bytes]:
     return _ITEM_SID.pack(len(sid)), sid, _ITEM_VALUE.pack(len(value)), value
 
 
-def item_size(sid: bytes, value: bytes) -> int:
-    return _ITEM_SID.size + len(sid) + _ITEM_VALUE.size + len(value)
+def items_reply(items: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """The pieces of the ITEMS reply carrying ``items``, or of an ERROR reply
+    if they would not fit in one frame."""
+    total = sum(_ITEM_SID.size + len(sid) + _ITEM_VALUE.size + len(value) for sid, value in items)
+    if total > _MAX_PAYLOAD:
+        return [
+            error_frame(ERR_BAD_REQUEST, f"all() would send {total} bytes; one reply holds {_MAX_PAYLOAD}")
+        ]
+    parts = [_reply_header(ITEMS, total)]
+    for sid, value in items:
+        parts.extend(item_parts(sid, value))
+    return parts
 
 
-def decode_items(payload: bytes | memoryview) -> list[tuple[bytes, bytes]]:
+def error_frame(code: int, message: str) -> bytes:
+    text = message.encode("utf-8", "replace")[:_MAX_ERROR_TEXT]
+    return _reply_header(ERROR, 1 + len(text)) + bytes((code,)) + text
+
+
+# Replies, read by the clients (each a whole frame, prefix included)
+
+
+def reply_status(whole: bytes) -> int | None:
+    """The status of a reply frame; None if it has none."""
+    return whole[_STATUS] if len(whole) > _STATUS else None
+
+
+def reply_payload(whole: bytes) -> memoryview:
+    """What follows a reply frame's status."""
+    return memoryview(whole)[_REPLY.size :]
+
+
+def found_json(whole: bytes) -> bytes | None:
+    """The JSON of a FOUND reply frame; None for any other reply. The client's hot path."""
+    if len(whole) >= _FOUND_JSON and whole[_STATUS] == FOUND:
+        return whole[_FOUND_JSON:]
+    return None
+
+
+def decode_count(payload: Buffer) -> int:
+    if len(payload) != _COUNT.size:
+        raise WireError(f"a COUNT reply carries {len(payload)} bytes, not {_COUNT.size}")
+    count: int = _COUNT.unpack(payload)[0]
+    return count
+
+
+def decode_items(payload: Buffer) -> list[tuple[bytes, bytes]]:
     """The (sid, value) pairs of an ITEMS payload; values start with their expiry."""
     view = memoryview(payload)
     items: list[tuple[bytes, bytes]] = []
@@ -219,16 +393,15 @@ def decode_items(payload: bytes | memoryview) -> list[tuple[bytes, bytes]]:
     return items
 
 
-def error_frame(code: int, message: str) -> bytes:
-    text = message.encode("utf-8", "replace")[:4000]
-    return _RESPONSE.pack(2 + len(text), ERROR) + bytes([code]) + text
-
-
-def decode_error(payload: bytes | memoryview) -> tuple[int, str]:
+def decode_error(payload: Buffer) -> tuple[int, str]:
+    """The code and the message of an ERROR payload."""
     data = bytes(payload)
     if not data:
         return ERR_BAD_REQUEST, "server sent an empty error"
     return data[0], data[1:].decode("utf-8", "replace")
+
+
+# The handshake's frames
 
 
 def _mac(secret: bytes, label: bytes, server_nonce: bytes, client_nonce: bytes) -> bytes:
@@ -236,37 +409,42 @@ def _mac(secret: bytes, label: bytes, server_nonce: bytes, client_nonce: bytes) 
 
 
 def hello_frame(server_nonce: bytes) -> bytes:
-    return _LENGTH.pack(len(MAGIC) + NONCE_BYTES) + MAGIC + server_nonce
+    return frame(MAGIC + server_nonce)
 
 
-def parse_hello(body: bytes | memoryview) -> bytes:
-    """The server nonce from a HELLO body, or raise WireError."""
-    data = bytes(body)
-    if len(data) != len(MAGIC) + NONCE_BYTES or not data.startswith(MAGIC):
-        raise WireError(f"not a storekit cluster server (greeting {data[:16]!r})")
-    return data[len(MAGIC) :]
+def parse_hello(whole: bytes) -> bytes:
+    """The server nonce of a HELLO frame, or WireError."""
+    body = whole[_PREFIX.size :]
+    if (
+        frame_size(whole, len(whole)) != len(whole)
+        or len(body) != len(MAGIC) + NONCE_BYTES
+        or not body.startswith(MAGIC)
+    ):
+        raise WireError("not the greeting of a storekit cluster server")
+    return body[len(MAGIC) :]
 
 
 def auth_frame(secret: bytes, server_nonce: bytes, client_nonce: bytes) -> bytes:
-    mac = _mac(secret, b"storekit-cluster client", server_nonce, client_nonce)
-    return _LENGTH.pack(NONCE_BYTES + MAC_BYTES) + client_nonce + mac
+    return frame(client_nonce + _mac(secret, b"storekit-cluster client", server_nonce, client_nonce))
 
 
-def check_auth(secret: bytes, server_nonce: bytes, body: bytes | bytearray | memoryview) -> bytes | None:
-    """The client nonce if ``body`` proves knowledge of ``secret``, else None."""
-    data = bytes(body)
-    if len(data) != NONCE_BYTES + MAC_BYTES:
+def check_auth(secret: bytes, server_nonce: bytes, whole: bytes) -> bytes | None:
+    """The client nonce if the AUTH frame ``whole`` proves knowledge of ``secret``, else None."""
+    if len(whole) != _PREFIX.size + NONCE_BYTES + MAC_BYTES or frame_size(whole, len(whole)) != len(whole):
         return None
-    client_nonce, mac = data[:NONCE_BYTES], data[NONCE_BYTES:]
+    client_nonce, mac = whole[_PREFIX.size : -MAC_BYTES], whole[-MAC_BYTES:]
     expected = _mac(secret, b"storekit-cluster client", server_nonce, client_nonce)
     return client_nonce if hmac.compare_digest(mac, expected) else None
 
 
 def welcome_frame(secret: bytes, server_nonce: bytes, client_nonce: bytes) -> bytes:
     mac = _mac(secret, b"storekit-cluster server", server_nonce, client_nonce)
-    return _RESPONSE.pack(1 + MAC_BYTES, OK) + mac
+    return _reply_header(OK, MAC_BYTES) + mac
 
 
-def check_welcome(secret: bytes, server_nonce: bytes, client_nonce: bytes, payload: bytes) -> bool:
+def check_welcome(secret: bytes, server_nonce: bytes, client_nonce: bytes, whole: bytes) -> bool:
+    """Whether ``whole`` is the WELCOME of a server that knows ``secret``."""
+    if reply_status(whole) != OK or frame_size(whole, len(whole)) != len(whole):
+        return False
     expected = _mac(secret, b"storekit-cluster server", server_nonce, client_nonce)
-    return hmac.compare_digest(payload, expected)
+    return hmac.compare_digest(bytes(reply_payload(whole)), expected)
