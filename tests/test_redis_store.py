@@ -82,7 +82,9 @@ def test_the_default_ttl_and_the_prefix_are_configurable(make: Any, raw: redis.R
 
 @pytest.mark.parametrize("ttl", [0, -1, float("nan"), float("inf"), "60"])
 def test_a_default_ttl_that_is_not_a_positive_number_is_refused(server: RedisServer, ttl: Any) -> None:
-    with pytest.raises(ValueError, match=r"ttl must be a positive number of seconds, or None \(no expiry\); got"):
+    with pytest.raises(
+        ValueError, match=r"ttl must be a positive number of seconds, or None \(no expiry\); got"
+    ):
         RedisStore(server.url, ttl=ttl)
 
 
