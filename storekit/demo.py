@@ -1,4 +1,4 @@
-"""``storekit demo``: a /hello app on 4 sticky worker processes that share sessions through ClusterStore, visited twice.
+"""``storekit demo``: a /hello app on 4 sticky workers sharing sessions through ClusterStore.
 
 This process is the master: it calls ``cluster.setup()``, then starts the
 sticky server, whose workers each build the app with a ``ClusterStore``. A
