@@ -26,7 +26,10 @@ SETUPS = [
 @pytest.fixture(params=SETUPS)
 def server(request: pytest.FixtureRequest) -> Iterator[StickyServer]:
     routing, mode = request.param
-    with StickyServer(whoami, workers=4, routing=routing, mode=mode, header_timeout=1.0) as running:
+    trusted = ["127.0.0.0/8"] if routing == "header" else []
+    with StickyServer(
+        whoami, workers=4, routing=routing, mode=mode, header_timeout=1.0, trusted_proxies=trusted
+    ) as running:
         yield running
         pids = running.all_pids()
     wait_until(lambda: not any(process_alive(p) for p in pids), 10, "a process outlived stop()")

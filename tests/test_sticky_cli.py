@@ -46,6 +46,26 @@ from storekit.testing.http_client import loopback_sources, process_alive, reques
             ["storekit.reference.sticky:whoami", "--routing", "header", "--mode", "kernel"],
             "routing 'header' needs the master to read the request head; use mode 'handoff' or 'auto'",
         ),
+        (
+            ["storekit.reference.sticky:whoami", "--connection-limit", "0"],
+            "--connection-limit expects a whole number of connections, 1 or more, got 0",
+        ),
+        (
+            ["storekit.reference.sticky:whoami", "--per-address-limit", "-3"],
+            "--per-address-limit expects a whole number of connections, 1 or more, got -3",
+        ),
+        (
+            ["storekit.reference.sticky:whoami", "--header-timeout", "0"],
+            "--header-timeout expects a number of seconds greater than 0, e.g. 10, got 0.0",
+        ),
+        (
+            ["storekit.reference.sticky:whoami", "--idle-timeout", "inf"],
+            "--idle-timeout expects a number of seconds greater than 0, e.g. 10, got inf",
+        ),
+        (
+            ["storekit.reference.sticky:whoami", "--routing", "header", "--trusted-proxy", "nginx"],
+            "--trusted-proxy expects an IP address or network, e.g. 127.0.0.1 or 10.0.0.0/8, got 'nginx'",
+        ),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message_that_quotes_the_value(
@@ -55,6 +75,17 @@ def test_bad_arguments_exit_2_with_a_message_that_quotes_the_value(
     err = capsys.readouterr().err
     assert err.startswith("storekit serve: error: ")
     assert message in err
+
+
+def test_sticky_server_checks_its_limits_as_the_command_line_does() -> None:
+    from storekit.reference.sticky import StickyServer, whoami
+
+    with pytest.raises(
+        ValueError, match=r"--per-address-limit expects a whole number of connections, .* got 0"
+    ):
+        StickyServer(whoami, per_address_limit=0)
+    with pytest.raises(ValueError, match=r"--trusted-proxy expects an IP address or network, .* got 'proxy'"):
+        StickyServer(whoami, routing="header", trusted_proxies=["proxy"])
 
 
 def test_unparseable_number_is_an_argparse_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -82,6 +113,10 @@ def cli_server(request: pytest.FixtureRequest) -> Iterator[tuple[subprocess.Pope
         banner = proc.stderr.readline()
         found = re.search(r"on http://127\.0\.0\.1:(\d+), 3 workers", banner)
         assert found, banner
+        assert (
+            "per worker at most 1000 connections, 50 per address; header timeout 10s, idle timeout 60s"
+            in banner
+        )
         yield proc, int(found.group(1))
     finally:
         if proc.poll() is None:

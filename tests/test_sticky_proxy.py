@@ -58,7 +58,7 @@ def slot_via(port: int, source: str) -> int:
 
 def test_header_routing_behind_nginx_keeps_each_client_on_its_worker(tmp_path: Path) -> None:
     with (
-        StickyServer(whoami, workers=4, routing="header") as server,
+        StickyServer(whoami, workers=4, routing="header", trusted_proxies=["127.0.0.1"]) as server,
         nginx_in_front_of(server.port, tmp_path) as port,
     ):
         for client in loopback_sources(24, start=20):

@@ -11,8 +11,11 @@ from collections.abc import Callable
 import pytest
 
 from storekit.reference.sticky.bpf import Insn, ip_hash_program
+from storekit.reference.sticky.limits import Limits, check_networks, make_limits
 from storekit.reference.sticky.routing import (
     HEAD_LIMIT,
+    HeadRoute,
+    HeadScanner,
     address_key,
     check_mode,
     check_routing,
@@ -214,6 +217,96 @@ def test_garbage_gives_a_final_answer_without_a_key(data: bytes) -> None:
 def test_huge_head_is_final_at_the_limit() -> None:
     data = b"GET / HTTP/1.1\r\nX-Big: " + b"a" * HEAD_LIMIT
     assert route_head(data, header="X-Forwarded-For", cookie=None).final
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        head("X-Forwarded-For: 203.0.113.7, 10.0.0.1"),
+        head("Cookie: other=1", "X-Forwarded-For: 203.0.113.7"),
+        head("X-Forwarded-For: 203.0.113.7", "Cookie: a=1; io=abc123"),
+        head("Accept: */*"),
+        b"GET / HTTP/1.1\nX-Forwarded-For: 198.51.100.1\n\n",
+    ],
+)
+def test_a_head_fed_in_one_byte_pieces_routes_as_the_whole_head(data: bytes) -> None:
+    scanner = HeadScanner(header="X-Forwarded-For", cookie="io")
+    routes = [scanner.feed(data[n : n + 1]) for n in range(len(data))]
+    assert routes[-1] == route_head(data, header="X-Forwarded-For", cookie="io")
+    assert routes[-1].final
+    assert scanner.seen == len(data) or routes[-1].key is not None  # a cookie decides at once
+
+
+def test_a_header_line_cut_by_a_piece_waits_for_its_end() -> None:
+    scanner = HeadScanner(header="X-Forwarded-For", cookie=None)
+    assert scanner.feed(b"GET / HTTP/1.1\r\nX-Forwarded-For: 203.0") == route_head(
+        b"GET / HTTP/1.1\r\nX-Forwarded-For: 203.0", header="X-Forwarded-For", cookie=None
+    )
+    assert not scanner.feed(b".113.7\r\n").final
+    assert scanner.feed(b"\r\n").key == address_key("203.0.113.7")
+
+
+def test_a_never_ending_head_is_final_at_the_limit_however_it_is_cut() -> None:
+    scanner = HeadScanner(header="X-Forwarded-For", cookie=None)
+    scanner.feed(b"GET / HTTP/1.1\r\nX-Forwarded-For: 203.0.113.7\r\nX-Slow: ")
+    pieces = 0
+    while not (route := scanner.feed(b"a" * 7)).final:
+        pieces += 1
+    assert scanner.seen == HEAD_LIMIT
+    assert route.key == address_key("203.0.113.7")
+    assert pieces < HEAD_LIMIT // 7
+
+
+def test_a_scanner_for_a_peer_not_trusted_with_no_cookie_wants_nothing() -> None:
+    assert not HeadScanner(header=None, cookie=None).wanted
+    untrusted = HeadScanner(header=None, cookie="io")
+    assert untrusted.feed(head("X-Forwarded-For: 203.0.113.7")) == HeadRoute(None, True)
+
+
+# -- limits ------------------------------------------------------------------------------
+
+
+def test_trusted_proxies_match_addresses_networks_and_ipv4_mapped_peers() -> None:
+    limits = Limits(trusted_proxies=check_networks(["127.0.0.1", "10.0.0.0/8", "::ffff:192.0.2.0/120"]))
+    assert limits.trusts("127.0.0.1")
+    assert limits.trusts("::ffff:127.0.0.1")
+    assert limits.trusts("10.9.8.7")
+    assert limits.trusts("192.0.2.77")
+    assert not limits.trusts("127.0.0.2")
+    assert not limits.trusts("::1")
+    assert not limits.trusts("not an address")
+    assert not Limits().trusts("127.0.0.1")  # none by default
+
+
+def test_the_connection_limit_stays_below_the_descriptor_limit() -> None:
+    assert Limits().connections_for(1_048_576) == 1000
+    assert Limits().connections_for(256) == 192
+    assert Limits().connections_for(-1) == 1000  # RLIM_INFINITY
+    assert Limits(connection_limit=5).connections_for(10) == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"connection_limit": 0},
+            "--connection-limit expects a whole number of connections, 1 or more, got 0",
+        ),
+        ({"per_address_limit": 2.5}, "--per-address-limit expects a whole number of connections"),
+        (
+            {"header_timeout": -1},
+            "--header-timeout expects a number of seconds greater than 0, e.g. 10, got -1",
+        ),
+        ({"idle_timeout": float("nan")}, "--idle-timeout expects a number of seconds greater than 0"),
+        ({"trusted_proxies": ["10.0.0.0/33"]}, "--trusted-proxy expects an IP address or network"),
+    ],
+)
+def test_bad_limits_are_refused_naming_the_option_and_the_value(
+    options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError) as caught:
+        make_limits(**options)  # type: ignore[arg-type]
+    assert message in str(caught.value)
 
 
 # -- option checking ----------------------------------------------------------------------

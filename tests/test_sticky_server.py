@@ -119,7 +119,7 @@ def test_round_robin_spreads_a_single_address(mode: str) -> None:
 
 def test_header_routing_uses_the_first_x_forwarded_for_address() -> None:
     """Behind a proxy every client shares one address; the header tells them apart."""
-    with StickyServer(whoami, workers=4, routing="header") as server:
+    with StickyServer(whoami, workers=4, routing="header", trusted_proxies=["127.0.0.1"]) as server:
         assert server.mode == "handoff"
         slots = set()
         for client in loopback_sources(16, start=100):

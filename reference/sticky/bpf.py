@@ -17,15 +17,19 @@ import struct
 import sys
 
 __all__ = [
+    "SO_ATTACH_FILTER",
     "SO_ATTACH_REUSEPORT_CBPF",
     "Insn",
     "attach_reuseport_program",
     "ip_hash_program",
     "kernel_supported",
+    "refuse_new_connections",
 ]
 
 #: From <asm-generic/socket.h>; the same on every Linux architecture Python runs on but parisc/sparc.
 SO_ATTACH_REUSEPORT_CBPF = 51
+#: From <asm-generic/socket.h>: a socket's own packet filter.
+SO_ATTACH_FILTER = 26
 
 Insn = tuple[int, int, int, int]  # code, jt, jf, k: one `struct sock_filter`
 
@@ -133,7 +137,29 @@ class _SockFilter(ctypes.Structure):
 
 def attach_reuseport_program(sock: socket.socket, program: list[Insn]) -> None:
     """Attach `program` to the reuseport group of `sock` (which must be listening)."""
+    _attach(sock, SO_ATTACH_REUSEPORT_CBPF, program)
+
+
+def refuse_new_connections(sock: socket.socket) -> bool:
+    """Make the listening `sock` drop every packet, so that no new handshake completes on it.
+
+    Connections already in its accept queue are sockets of their own and stay as
+    they are, so they can be accepted and served before `sock` closes; a client
+    that connects from now on retries its SYN and then sees the port closed,
+    rather than a connection that is reset after it sent its request. False
+    where the system has no socket filters (the caller then just closes).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        _attach(sock, SO_ATTACH_FILTER, [(_RET | _K, 0, 0, 0)])
+    except OSError:
+        return False
+    return True
+
+
+def _attach(sock: socket.socket, option: int, program: list[Insn]) -> None:
     filters = (_SockFilter * len(program))(*(_SockFilter(*insn) for insn in program))
     # struct sock_fprog { unsigned short len; struct sock_filter *filter; }
     fprog = struct.pack("HP", len(program), ctypes.addressof(filters))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+    sock.setsockopt(socket.SOL_SOCKET, option, fprog)

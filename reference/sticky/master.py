@@ -7,6 +7,12 @@ mapping from client address to slot, never changes when a worker dies: the
 connections that arrive meanwhile wait in the slot's backlog or socketpair for
 the replacement, which inherits the same socket.
 
+On SIGTERM nothing accepted is lost: each listening socket first refuses new
+handshakes (a socket filter that drops every packet; queued connections are
+sockets of their own and stay), the hand-off accepts what the kernel queued
+and waits up to a second for heads still coming in, and only once every
+connection is in a worker's hands are the workers told to drain.
+
 `shared_sessions()` starts ClusterStore's server (``cluster.setup()``) in the
 master before it loads the app or forks a worker, so that ``ClusterStore()``
 works in the workers, and in the app module the master imports, with no
@@ -28,11 +34,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from storekit.reference.sticky.bpf import refuse_new_connections
 from storekit.reference.sticky.handoff import Handoff
 from storekit.reference.sticky.sockets import Config
 from storekit.reference.sticky.worker import HandoffListener, WorkerSpec, run_worker
 
 __all__ = ["Master", "shared_sessions"]
+
+#: Seconds a stopping master waits for heads still coming in (header routing) before the workers drain.
+_DRAIN_WINDOW = 1.0
 
 
 @contextlib.contextmanager
@@ -82,6 +92,8 @@ class Master:
         self.announced = False
         self.stopping = False
         self.stop_requested = False
+        self.workers_told = False
+        self.drain_until = 0.0
         self.children_changed = False
         self.kill_at = 0.0
         self.exit_code = 0
@@ -122,7 +134,7 @@ class Master:
         if self.handoff is not None and (head_deadline := self.handoff.next_deadline()) is not None:
             deadlines.append(head_deadline)
         if self.stopping:
-            deadlines.append(self.kill_at)
+            deadlines.append(self.kill_at if self.workers_told else self.drain_until)
         timeout = max(0.0, min(deadlines) - now) if deadlines else None
         for key, _ in self.sel.select(timeout):
             key.data()
@@ -137,7 +149,10 @@ class Master:
                 self._spawn(slot)
         if self.handoff is not None:
             self.handoff.expire(now)
-        if self.stopping and now >= self.kill_at:
+        if self.stopping and not self.workers_told:
+            if self.handoff is None or self.handoff.drained() or now >= self.drain_until:
+                self._tell_workers()
+        elif self.stopping and now >= self.kill_at:
             for state in self.slots:
                 if state.pid:
                     _kill(state.pid, signal.SIGKILL)
@@ -156,14 +171,26 @@ class Master:
             self.stop_requested = True
 
     def _begin_stop(self) -> None:
+        """Stop taking connections but lose none: new handshakes are refused first, then what the
+        kernel already queued is handed on (handoff) or left for the workers to accept (kernel);
+        the workers are told to drain once every connection the master holds is in their hands."""
         self.stopping = True
-        self.kill_at = time.monotonic() + self.config.graceful_timeout + 1.0
+        window = min(_DRAIN_WINDOW, self.config.limits.header_timeout)
+        self.drain_until = time.monotonic() + window
         if self.handoff is not None:
-            self.handoff.stop()
+            self.handoff.begin_drain(window)
+        else:
+            for sock in self.sockets:
+                refuse_new_connections(sock)  # the workers accept what is queued, then close
         for sock in self.sockets:
             sock.close()
         for state in self.slots:
             state.respawn_at = None
+
+    def _tell_workers(self) -> None:
+        self.workers_told = True
+        self.kill_at = time.monotonic() + self.config.graceful_timeout + 1.0
+        for state in self.slots:
             if state.pid:
                 _kill(state.pid, signal.SIGTERM)
 
@@ -185,7 +212,7 @@ class Master:
             slot=slot, app=self.config.app, factory=self.config.factory, listener=listener,
             ready_fd=ready_w, lifeline_fd=lifeline_r, master_pid=self.pid, close_fds=sorted(close - keep),
             threads=self.config.threads, graceful_timeout=self.config.graceful_timeout,
-            server_options=self.config.server_options,
+            limits=self.config.limits, server_options=self.config.server_options,
         )  # fmt: skip
         sys.stdout.flush()
         sys.stderr.flush()

@@ -8,7 +8,6 @@ that the programmatic API and the command line fail with the same messages.
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,6 +16,7 @@ __all__ = [
     "MODES",
     "ROUTINGS",
     "HeadRoute",
+    "HeadScanner",
     "Mode",
     "Routing",
     "address_key",
@@ -116,7 +116,86 @@ class HeadRoute:
     final: bool
 
 
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
+class HeadScanner:
+    """The routing key of a request head fed to it in pieces, each byte looked at once.
+
+    `feed` takes the bytes that arrived since the last call (never the whole head
+    again), so a head that trickles in forever costs its length in total, not its
+    length squared; a line cut by a piece waits, bounded by HEAD_LIMIT, for the
+    rest. `header` is the address header to honour (None: the peer is not a
+    trusted proxy, so only the cookie counts). The rules are `route_head`'s.
+    """
+
+    def __init__(self, *, header: str | None, cookie: str | None) -> None:
+        self._header = header.lower().encode("latin-1") if header else None
+        self._cookie = cookie
+        self._line = bytearray()
+        self._first = True  # the request line comes first; it holds no header
+        self._found: bytes | None = None
+        self.seen = 0
+        self.route: HeadRoute | None = None
+
+    @property
+    def wanted(self) -> bool:
+        """Whether the head can say anything at all (an address header to honour or a cookie)."""
+        return self._header is not None or self._cookie is not None
+
+    def feed(self, data: bytes) -> HeadRoute:
+        """The answer after `data`, the next bytes of the head; final once it cannot change."""
+        if self.route is not None:
+            return self.route
+        room = HEAD_LIMIT - self.seen
+        data = data[:room]
+        self.seen += len(data)
+        start = 0
+        while self.route is None:
+            newline = data.find(b"\n", start)
+            if newline < 0:
+                self._line += data[start:]
+                break
+            self._line += data[start:newline]
+            start = newline + 1
+            self._take_line()
+        if self.route is None and self.seen >= HEAD_LIMIT:
+            return self.finish()
+        return self.route or HeadRoute(None, False)
+
+    def finish(self) -> HeadRoute:
+        """The final answer now (end of stream, timeout or HEAD_LIMIT): the cut line counts too."""
+        if self.route is None:
+            if self._line:
+                self._take_line()
+            if self.route is None:
+                self._end()
+        assert self.route is not None
+        return self.route
+
+    def _take_line(self) -> None:
+        line = bytes(self._line).rstrip(b"\r")
+        self._line.clear()
+        if self._first:
+            self._first = False
+            if line:
+                return
+        if not line:
+            self._end()
+            return
+        name, sep, value = line.partition(b":")
+        if not sep:
+            return
+        name = name.strip().lower()
+        if self._cookie is not None and name == b"cookie":
+            cookie_value = _cookie_value(value, self._cookie)
+            if cookie_value:
+                self.route = HeadRoute(b"cookie:" + cookie_value, True)
+        elif name == self._header and self._found is None:
+            first = value.split(b",", 1)[0].strip()
+            if first:
+                self._found = first
+
+    def _end(self) -> None:
+        key = address_key(self._found.decode("latin-1")) if self._found is not None else None
+        self.route = HeadRoute(key, True)
 
 
 def route_head(head: bytes, *, header: str | None, cookie: str | None, eof: bool = False) -> HeadRoute:
@@ -128,34 +207,11 @@ def route_head(head: bytes, *, header: str | None, cookie: str | None, eof: bool
     and the worker's server still reads and validates the whole request.
     The answer is final once the head is complete, `eof` is reached, or
     HEAD_LIMIT bytes were seen; with no key the caller routes by peer address.
+    The master feeds a `HeadScanner` piece by piece instead; this is the same on a whole buffer.
     """
-    end = _HEAD_END.search(head)
-    final = eof or end is not None or len(head) >= HEAD_LIMIT
-    if end is not None:
-        head = head[: end.start()]
-    lines = head.split(b"\n")[1:]
-    if not final:
-        lines = lines[:-1]  # the last line may be cut short
-    wanted_header = header.lower().encode("latin-1") if header else None
-    found_header: bytes | None = None
-    for raw in lines:
-        name, sep, value = raw.rstrip(b"\r").partition(b":")
-        if not sep:
-            continue
-        name = name.strip().lower()
-        if cookie is not None and name == b"cookie":
-            cookie_value = _cookie_value(value, cookie)
-            if cookie_value:
-                return HeadRoute(b"cookie:" + cookie_value, True)
-        elif name == wanted_header and found_header is None:
-            first = value.split(b",", 1)[0].strip()
-            if first:
-                found_header = first
-    if not final:
-        return HeadRoute(None, False)
-    if found_header is not None:
-        return HeadRoute(address_key(found_header.decode("latin-1")), True)
-    return HeadRoute(None, True)
+    scanner = HeadScanner(header=header, cookie=cookie)
+    route = scanner.feed(head)
+    return scanner.finish() if eof else route
 
 
 def _cookie_value(header_value: bytes, name: str) -> bytes | None:

@@ -7,15 +7,15 @@ The seed's sticky-session, in Python::
 
     StickyServer(make_app, factory=True)               # make_app() runs once in each worker
 
-or from a shell, ``storekit serve MODULE:APP --workers 4 --bind 127.0.0.1:8000``.
+or from a shell, ``storekit serve MODULE:APP --workers 4 --bind 127.0.0.1:8000`` (see `cli`).
 The master starts ClusterStore's server before it loads the app, so workers
-can build ``ClusterStore()`` with no setup of their own.
-See docs/sticky.md for the modes, proxies and worker replacement.
+can build ``ClusterStore()`` with no setup of their own. What one client may
+hold (connections, time to send its head) is bounded by `limits`.
+See docs/sticky.md for the modes, proxies, limits and worker replacement.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import inspect
 import json
@@ -30,18 +30,24 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from storekit.reference.sticky.app import check_app, guard, load_app
+from storekit.reference.sticky.app import check_app, guard
 from storekit.reference.sticky.bpf import kernel_supported
+from storekit.reference.sticky.limits import (
+    CONNECTION_LIMIT,
+    HEADER_TIMEOUT,
+    IDLE_TIMEOUT,
+    PER_ADDRESS_LIMIT,
+    check_timeout,
+    make_limits,
+)
 from storekit.reference.sticky.master import Master, shared_sessions
 from storekit.reference.sticky.routing import (
-    ROUTINGS,
     Mode,
     Routing,
     check_mode,
     check_routing,
     check_threads,
     check_workers,
-    parse_bind,
     slot_for_address,
 )
 from storekit.reference.sticky.sockets import Config, Resolved, open_listeners
@@ -51,7 +57,7 @@ __all__ = [
     "SLOT_ENV",
     "StickyServer",
     "StickyServerError",
-    "main",
+    "prepare_app",
     "require_waitress",
     "resolve_mode",
     "whoami",
@@ -125,7 +131,11 @@ class StickyServer:
         threads: int = 4,
         start_timeout: float = 15.0,
         graceful_timeout: float = 10.0,
-        header_timeout: float = 5.0,
+        header_timeout: float = HEADER_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
+        connection_limit: int = CONNECTION_LIMIT,
+        per_address_limit: int = PER_ADDRESS_LIMIT,
+        trusted_proxies: Iterable[str] = (),
         server_options: Mapping[str, Any] | None = None,
     ) -> None:
         routing = check_routing(routing)
@@ -140,8 +150,14 @@ class StickyServer:
             header=header,
             cookie=cookie,
             threads=check_threads(threads),
-            graceful_timeout=graceful_timeout,
-            header_timeout=header_timeout,
+            graceful_timeout=check_timeout(graceful_timeout, "--graceful-timeout"),
+            limits=make_limits(
+                connection_limit=connection_limit,
+                per_address_limit=per_address_limit,
+                header_timeout=header_timeout,
+                idle_timeout=idle_timeout,
+                trusted_proxies=trusted_proxies,
+            ),
             server_options=dict(server_options or {}),
         )
         self._requested_mode = check_mode(mode)
@@ -249,7 +265,7 @@ class StickyServer:
         """SIGTERM the master, which drains its workers; SIGKILL whatever is left after `timeout`."""
         if self.master_pid is None:
             return
-        limit = self.config.graceful_timeout + 3.0 if timeout is None else timeout
+        limit = self.config.graceful_timeout + 5.0 if timeout is None else timeout
         _signal(self.master_pid, signal.SIGTERM)
         if not _wait_child(self.master_pid, limit):
             for pid in [self.master_pid, *self.all_pids()]:
@@ -336,94 +352,3 @@ def _wait_child(pid: int, timeout: float) -> bool:
             return False
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
-
-
-# -- command line -------------------------------------------------------------------
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="storekit serve", description="Serve a WSGI app on worker processes, each client on one worker."
-    )
-    parser.add_argument("app", metavar="MODULE:APP", help="the WSGI app, e.g. myproject.wsgi:application")
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
-    parser.add_argument(
-        "--bind",
-        default="127.0.0.1:8000",
-        help="HOST:PORT to listen on (default 127.0.0.1:8000, this machine only); [::1]:PORT for IPv6; "
-        "0.0.0.0:PORT or :PORT for every interface; port 0 for any free port",
-    )
-    parser.add_argument(
-        "--routing", default="ip-hash", help=f"one of {', '.join(ROUTINGS)} (default ip-hash)"
-    )
-    parser.add_argument("--mode", default="auto", help="auto (default), kernel or handoff")
-    parser.add_argument("--factory", action="store_true", help="APP is a factory, called once in each worker")
-    parser.add_argument("--header", default="X-Forwarded-For", help="header routing: the address header")
-    parser.add_argument("--cookie", default=None, help="header routing: route on this cookie when present")
-    parser.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
-    parser.add_argument("--seed", type=int, default=None, help="hash seed (default: random per start)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`storekit serve`: serve until SIGTERM or Ctrl-C; returns the exit status."""
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exit_:  # --help, or a message argparse already printed
-        return exit_.code if isinstance(exit_.code, int) else 2
-    try:
-        require_waitress()
-        host, port = parse_bind(args.bind)
-        routing = check_routing(args.routing)
-        mode = resolve_mode(routing, check_mode(args.mode))
-        workers = check_workers((os.cpu_count() or 1) if args.workers is None else args.workers)
-        threads = check_threads(args.threads)
-    except (ValueError, TypeError, ImportError) as exc:
-        return _usage_error(exc)
-    # Before the app is imported: a module-level ClusterStore() is built here, in the master.
-    with shared_sessions():
-        try:
-            app = prepare_app(load_app(args.app), factory=args.factory, name=repr(args.app), flag="--factory")
-        except (ValueError, TypeError, ImportError) as exc:
-            return _usage_error(exc)
-        config = Config(
-            app=app,
-            factory=args.factory,
-            workers=workers,
-            routing=routing,
-            mode=mode,
-            seed=random.getrandbits(32) if args.seed is None else args.seed,
-            header=args.header,
-            cookie=args.cookie,
-            threads=threads,
-        )
-        try:
-            sockets = open_listeners(host, port, config, check_mode(args.mode))
-        except OSError as exc:
-            print(
-                f"storekit serve: error: cannot listen on {args.bind!r}: {exc.strerror or exc}",
-                file=sys.stderr,
-            )
-            return 1
-        shown = sockets[0].getsockname()
-        where = f"[{shown[0]}]:{shown[1]}" if ":" in shown[0] else f"{shown[0]}:{shown[1]}"
-        print(
-            f"storekit serve: {args.app} on http://{where}, {config.workers} workers, "
-            f"routing {config.routing} ({config.mode} mode)",
-            file=sys.stderr,
-            flush=True,
-        )
-        if host in _EVERY_INTERFACE:
-            print(
-                f"storekit serve: listening on every interface ({args.bind!r}): other machines can "
-                f"connect; --bind 127.0.0.1:{shown[1]} serves this machine only",
-                file=sys.stderr,
-                flush=True,
-            )
-        return Master(config, sockets).run()
-
-
-_EVERY_INTERFACE = ("", "0.0.0.0", "::")
-
-
-def _usage_error(exc: BaseException) -> int:
-    print(f"storekit serve: error: {exc}", file=sys.stderr)
-    return 2

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from storekit.reference.sticky.bpf import attach_reuseport_program, ip_hash_program
+from storekit.reference.sticky.limits import Limits
 from storekit.reference.sticky.portcheck import check_port_free
 from storekit.reference.sticky.routing import Mode, Routing
 
@@ -38,7 +39,7 @@ class Config:
     cookie: str | None = None
     threads: int = 4
     graceful_timeout: float = 10.0
-    header_timeout: float = 5.0
+    limits: Limits = field(default_factory=Limits)
     server_options: dict[str, Any] = field(default_factory=dict)
 
 

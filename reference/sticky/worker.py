@@ -5,7 +5,10 @@ it inherited from the master. In handoff mode it accepts nothing itself: the
 master passes each connected socket over a Unix socketpair (SCM_RIGHTS), and
 `HandoffListener` makes that socketpair look like a listening socket to
 waitress, whose accept() then returns the handed-off connections. Either way
-waitress does all HTTP parsing, keep-alive and threading.
+waitress does all HTTP parsing, keep-alive and threading, held to the server's
+limits by `guard` (connections per address and in all, header and idle
+timeouts). On SIGTERM the worker accepts what is queued for it, stops
+accepting, finishes the requests in flight and exits.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import contextlib
 import ctypes
 import errno
 import logging
+import math
 import os
+import resource
 import signal
 import socket
 import sys
@@ -25,7 +30,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SLOT_ENV", "HandoffListener", "WorkerSpec", "run_worker"]
+from storekit.reference.sticky.limits import Limits
+
+__all__ = ["SLOT_ENV", "HandoffListener", "WorkerSpec", "run_worker", "server_options"]
 
 #: Set in every worker's environment to its slot number ("0", "1", ...).
 SLOT_ENV = "STOREKIT_WORKER_SLOT"
@@ -54,7 +61,11 @@ class HandoffListener:
 
     def accept(self) -> tuple[socket.socket, Any]:
         while True:
-            _, fds, _, _ = socket.recv_fds(self.channel, 1, 1)  # raises BlockingIOError when none wait
+            _, fds, flags, _ = socket.recv_fds(self.channel, 1, 1)  # raises BlockingIOError when none wait
+            if flags & socket.MSG_CTRUNC:  # the kernel could not give us the descriptor: we are at our limit
+                for fd in fds:
+                    os.close(fd)
+                raise OSError(errno.EMFILE, "a handed-off connection was dropped: too many open files")
             if not fds:
                 raise BlockingIOError(errno.EAGAIN, "the master closed the hand-off channel")
             conn = socket.socket(fileno=fds[0])
@@ -96,6 +107,7 @@ class WorkerSpec:
     close_fds: Iterable[int] = ()
     threads: int = 4
     graceful_timeout: float = 10.0
+    limits: Limits = field(default_factory=Limits)
     server_options: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -124,14 +136,32 @@ def run_worker(spec: WorkerSpec) -> int:
     return 0
 
 
+def server_options(spec: WorkerSpec, nofile: int) -> dict[str, Any]:
+    """waitress's options for this worker: the limits of `spec`, then the caller's `server_options`.
+
+    The connection limit is kept `FD_RESERVE` below the descriptor limit `nofile`, so that
+    accept() runs out of connections to take before the process runs out of descriptors;
+    waitress's own idle timeout (whole seconds) is put past ours, which is finer.
+    """
+    limits = spec.limits
+    options: dict[str, Any] = {
+        "threads": spec.threads,
+        "connection_limit": limits.connections_for(nofile),
+        "channel_timeout": math.ceil(max(limits.idle_timeout, limits.header_timeout)) + 1,
+    }
+    options.update(spec.server_options)
+    return options
+
+
 def _make_server(app: WSGIApp, spec: WorkerSpec) -> Any:
     from waitress.adjustments import Adjustments
-    from waitress.server import TcpWSGIServer
+
+    from storekit.reference.sticky.guard import GuardedServer
 
     queue_log = logging.getLogger("waitress.queue")
     if queue_log.level == logging.NOTSET:  # "Task queue depth is 3" on every busy moment
         queue_log.setLevel(logging.ERROR)
-    options: dict[str, Any] = {"threads": spec.threads, **spec.server_options}
+    options = server_options(spec, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     listener = spec.listener
     if isinstance(listener, socket.socket):
         adj = Adjustments(sockets=[listener], **options)
@@ -141,12 +171,13 @@ def _make_server(app: WSGIApp, spec: WorkerSpec) -> Any:
         sockinfo = (listener.family, socket.SOCK_STREAM, 0, listener.getsockname())
     # What waitress.create_server(sockets=[...]) does for one socket; a HandoffListener
     # is not a socket.socket, which the `sockets` option insists on, hence the direct call.
-    return TcpWSGIServer(app, {}, True, listener, adj=adj, bind_socket=False, sockinfo=sockinfo)
+    return GuardedServer(app, listener, adj=adj, sockinfo=sockinfo, limits=spec.limits)
 
 
 def _serve(server: Any, stopping: threading.Event, graceful_timeout: float) -> None:
     from waitress import wasyncore
-    from waitress.channel import HTTPChannel
+
+    from storekit.reference.sticky.guard import SWEEP_INTERVAL
 
     socket_map: dict[int, Any] = server._map
 
@@ -163,19 +194,16 @@ def _serve(server: Any, stopping: threading.Event, graceful_timeout: float) -> N
     Waker(wake_r, socket_map)
     os.close(wake_r)  # file_dispatcher keeps a dup
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    timeout = min(float(server.adj.asyncore_loop_timeout), SWEEP_INTERVAL)
     while not stopping.is_set():
-        wasyncore.loop(timeout=server.adj.asyncore_loop_timeout, map=socket_map, use_poll=True, count=1)
-    # Stop accepting (the master still holds the slot's socket); keep waitress's trigger,
-    # which the task threads still pull as they finish.
-    wasyncore.dispatcher.close(server)
+        wasyncore.loop(timeout=timeout, map=socket_map, use_poll=True, count=1)
+    # Serve what was accepted or queued for us (the master refuses new connections first), then
+    # stop; waitress's trigger stays, which the task threads still pull as they finish.
     deadline = time.monotonic() + graceful_timeout
-
-    def busy() -> bool:
-        channels = [c for c in socket_map.values() if isinstance(c, HTTPChannel)]
-        return any(c.requests or c.total_outbufs_len for c in channels)
-
-    while busy() and time.monotonic() < deadline:
-        wasyncore.loop(timeout=0.05, map=socket_map, use_poll=True, count=1)
+    server.drain(
+        graceful_timeout,
+        lambda seconds: wasyncore.loop(timeout=seconds, map=socket_map, use_poll=True, count=1),
+    )
     server.task_dispatcher.shutdown(cancel_pending=True, timeout=max(0.0, deadline - time.monotonic()))
     wasyncore.close_all(socket_map)
 
