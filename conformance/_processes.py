@@ -20,7 +20,7 @@ from typing import Any
 
 import multiprocess
 
-from storekit.conformance.linearizability import Operation
+from storekit.conformance.linearizability import Operation, observe, record
 
 ANSWER_TIMEOUT = 120.0
 """Seconds a worker may take to answer before the suite calls it hung."""
@@ -28,18 +28,13 @@ ANSWER_TIMEOUT = 120.0
 _context = multiprocess.get_context("spawn")
 
 
-def _observed(session: Any) -> Any:
-    if session is None:
-        return None
-    if isinstance(session, dict) and isinstance(session.get("w"), str):
-        return session["w"]
-    return f"unexpected session {session!r}"
-
-
 def _history(
     store: Any, client: int, sids: list[str], count: int, seed: int, start_ns: int
 ) -> list[tuple[Any, ...]]:
-    """Run ``count`` random operations from ``start_ns`` on; record each with its times."""
+    """Run ``count`` random operations from ``start_ns`` on; record each with its times.
+
+    Each set writes a :func:`~storekit.conformance.linearizability.record`, every
+    field holding the set's token; a get records the token it read, or a ``Torn``."""
     rng = random.Random(seed)
     kinds = ("get",) * 5 + ("set",) * 4 + ("destroy",)
     plan = [(rng.choice(kinds), rng.choice(sids), f"p{client}-{i}") for i in range(count)]
@@ -49,9 +44,9 @@ def _history(
     for kind, sid, value in plan:
         called = time.monotonic_ns()
         if kind == "get":
-            result = _observed(store.get(sid))
+            result = observe(store.get(sid))
         elif kind == "set":
-            result = store.set(sid, {"w": value})
+            result = store.set(sid, record(value))
         else:
             result = store.destroy(sid)
         ops.append((client, sid, kind, value if kind == "set" else None, result, called, time.monotonic_ns()))

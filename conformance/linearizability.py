@@ -1,4 +1,5 @@
-"""A linearizability checker for per-sid histories of get, set and destroy.
+"""A linearizability checker for per-sid histories of get, set and destroy,
+with the checks that come before it: torn reads and reads of unwritten values.
 
 The search is Wing & Gong's, with the memoization of (set of linearized
 operations, state) that Lowe proposed and Porcupine uses: calls and returns
@@ -12,26 +13,38 @@ An operation cut short (its process was killed, its call timed out) has no
 return: it is "unknown", may or may not have taken effect, and its return
 is placed after everything else.
 
+A write fills every field of a :func:`record` with its own token, and
+:func:`observe` maps a read back to that token, or to :class:`Torn`: a read
+names one write, so the search stays per sid, and tearing is reported before
+it. :class:`Liveness` bounds what ``length()`` and ``all()`` may see.
+
 This module has no pytest or storekit dependencies, so the cross-process
 clauses and a store author's own tests can use it directly.
 """
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import defaultdict
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
+    "FIELDS",
     "UNKNOWN",
     "CheckResult",
     "Kind",
+    "Liveness",
     "Operation",
+    "Problem",
+    "Torn",
     "check_history",
     "check_partition",
     "minimal_failure",
+    "observe",
+    "record",
 ]
 
 
@@ -43,7 +56,49 @@ class _Unknown:
 UNKNOWN: Hashable = _Unknown()
 """The result of an operation that never returned."""
 
-Kind = Literal["get", "set", "destroy"]
+Kind = Literal["get", "set", "destroy", "all", "clear"]
+"""``"all"``: this sid's part of an ``all()``, a read; ``"clear"``: its part of a ``clear()``, a destroy."""
+_READS = ("get", "all")
+_REMOVES = ("destroy", "clear")
+
+
+@dataclass(frozen=True)
+class Torn:
+    """What a read returned when the fields of one record came from different
+    writes: each field with the token it held, ``None`` where it was missing."""
+
+    fields: tuple[tuple[str, Hashable], ...]
+
+    def sources(self) -> dict[Hashable, list[str]]:
+        """The fields by the token they held, in field order."""
+        by_token: dict[Hashable, list[str]] = {}
+        for name, token in self.fields:
+            by_token.setdefault(token, []).append(name)
+        return by_token
+
+
+FIELDS = tuple(f"f{n}" for n in range(6))
+"""The fields of the records the suite's histories write."""
+
+
+def record(token: str, fields: Sequence[str] = FIELDS) -> dict[str, str]:
+    """The value one write stores: every field holds the write's ``token``."""
+    return dict.fromkeys(fields, token)
+
+
+def observe(value: object, fields: Sequence[str] = FIELDS, *, ignore: Collection[str] = ()) -> Hashable:
+    """What a read of a :func:`record` saw: ``None``, the one token all ``fields``
+    share, a :class:`Torn`, or a text naming a value of another shape (which no
+    write wrote). Keys in ``ignore`` are not looked at."""
+    if value is None:
+        return None
+    if isinstance(value, dict) and set(value) - set(ignore) <= set(fields):
+        present = [value[name] for name in fields if name in value]
+        if present and all(isinstance(token, str) for token in present):
+            if len(present) == len(fields) and len(set(present)) == 1:
+                return present[0]  # type: ignore[no-any-return]
+            return Torn(tuple((name, value.get(name)) for name in fields))
+    return f"unexpected value {value!r}"
 
 
 @dataclass(frozen=True)
@@ -65,8 +120,10 @@ class Operation:
             text = f"set({self.value!r})"
         elif self.kind == "get":
             text = f"get() -> {self.result!r}"
+        elif self.kind == "all":
+            text = f"all() -> {self.result!r} for this sid"
         else:
-            text = "destroy()"
+            text = f"{self.kind}()"
         end = "never returned" if self.returned is None else f"returned {self.returned}"
         return f"client {self.client}: {text} called {self.called}, {end}"
 
@@ -74,7 +131,7 @@ class Operation:
 def _step(state: Hashable, op: Operation) -> tuple[bool, Hashable]:
     if op.kind == "set":
         return True, op.value
-    if op.kind == "destroy":
+    if op.kind in _REMOVES:
         return True, None
     return (op.result is UNKNOWN or op.result == state), state
 
@@ -129,21 +186,57 @@ def _unlift(call: _Node) -> None:
             node.next.prev = node
 
 
+Problem = Literal["torn", "unwritten", "order"]
+"""Why a history failed: a torn read, a read of a value that no set of its sid
+had begun to write, or reads and writes that no order explains."""
+
+
 @dataclass(frozen=True)
 class CheckResult:
-    """``ok`` is True, False, or None when the search ran out of time."""
+    """``ok`` is True, False, or None when the search ran out of time. A failure
+    names its sid, its :data:`Problem` and the operations that show it: for
+    ``"torn"`` the read and the writes its fields came from, for ``"unwritten"``
+    the read, for ``"order"`` a small sub-history with no linearization."""
 
     ok: bool | None
     sid: str | None = None
     history: tuple[Operation, ...] = ()
+    problem: Problem | None = None
 
     def explain(self) -> str:
         if self.ok:
             return "linearizable"
         if self.ok is None:
             return f"undecided: the search for sid {self.sid!r} ran out of time"
+        if self.problem == "torn":
+            return self._explain_torn()
+        if self.problem == "unwritten":
+            (read,) = self.history
+            return (
+                f"sid {self.sid!r} read a value never written to it: {read.describe()}; "
+                f"no set of this sid had begun to write {read.result!r} when that read returned"
+            )
         lines = [f"no linearization for sid {self.sid!r} ({len(self.history)} operations):"]
         lines += [f"  {op.describe()}" for op in sorted(self.history, key=lambda o: o.called)]
+        return "\n".join(lines)
+
+    def _explain_torn(self) -> str:
+        read, *writes = self.history
+        assert isinstance(read.result, Torn)
+        sources = read.result.sources()
+        end = "never returned" if read.returned is None else f"returned {read.returned}"
+        call = "all()" if read.kind == "all" else "get()"
+        lines = [
+            f"torn read of sid {self.sid!r}: client {read.client}: {call} called {read.called}, {end}, "
+            "gave a session whose fields no one write made:"
+        ]
+        for token, names in sources.items():
+            fields = ", ".join(names)
+            if token is None:
+                lines.append(f"  {fields}: missing")
+                continue
+            made = [op.describe() for op in writes if op.value == token]
+            lines.append(f"  {fields}: {token!r}, from " + (" and ".join(made) or "no set of this sid"))
         return "\n".join(lines)
 
 
@@ -194,10 +287,10 @@ def _with_readers(ops: list[Operation], drop: Operation) -> list[Operation]:
     Dropping a write alone would turn its readers into impossible reads and so
     manufacture a failure; dropping them with it keeps every sub-history of a
     linearizable history linearizable, so what fails is a real witness."""
-    if drop.kind == "get":
+    if drop.kind in _READS:
         return [op for op in ops if op is not drop]
     seen = drop.value if drop.kind == "set" else None
-    return [op for op in ops if op is not drop and not (op.kind == "get" and op.result == seen)]
+    return [op for op in ops if op is not drop and not (op.kind in _READS and op.result == seen)]
 
 
 def minimal_failure(
@@ -218,18 +311,112 @@ def minimal_failure(
     return kept
 
 
+def _read_problem(sid: str, ops: list[Operation], problem: Problem) -> CheckResult | None:
+    """The first torn read of ``ops``, or the first read of a value that no set had
+    begun to write when the read returned."""
+    began: dict[Hashable, int] = {}
+    for op in ops:
+        if op.kind == "set":
+            began[op.value] = min(op.called, began.get(op.value, op.called))
+    for read in sorted((op for op in ops if op.kind in _READS), key=lambda o: o.called):
+        if problem == "torn" and isinstance(read.result, Torn):
+            tokens = set(read.result.sources())
+            writes = tuple(op for op in ops if op.kind == "set" and op.value in tokens)
+            return CheckResult(False, sid, (read, *writes), "torn")
+        if problem == "unwritten" and read.result is not None and read.result is not UNKNOWN:
+            start = began.get(read.result)
+            if start is None or (read.returned is not None and start > read.returned):
+                return CheckResult(False, sid, (read,), "unwritten")
+    return None
+
+
 def check_history(ops: Iterable[Operation], *, timeout: float = 30.0) -> CheckResult:
-    """Check every sid's history; the first failing sid comes back with its
-    smallest failing sub-history."""
+    """Check every sid's history for torn reads, then for reads of values not
+    written before they returned, then for a linearization; a failure comes
+    back with the operations that show it. Reads of kind ``"all"`` are not
+    searched: ``all()`` need not be atomic (a ``SCAN`` is not), and its long
+    interval would make the search explode; see :meth:`Liveness.live`."""
     by_sid: dict[str, list[Operation]] = defaultdict(list)
     for op in ops:
         by_sid[op.sid].append(op)
+    partitions = sorted(by_sid.items())
+    problem: Problem
+    for problem in ("torn", "unwritten"):
+        for sid, partition in partitions:
+            found = _read_problem(sid, partition, problem)
+            if found is not None:
+                return found
     deadline = time.monotonic() + timeout
     undecided = None
-    for sid, partition in sorted(by_sid.items()):
-        verdict = check_partition(partition, deadline=deadline)
+    for sid, partition in partitions:
+        searched = [op for op in partition if op.kind != "all"]
+        verdict = check_partition(searched, deadline=deadline)
         if verdict is False:
-            return CheckResult(False, sid, tuple(minimal_failure(partition)))
+            return CheckResult(False, sid, tuple(minimal_failure(searched)), "order")
         if verdict is None:
             undecided = CheckResult(None, sid)
     return undecided or CheckResult(True)
+
+
+class Liveness:
+    """Which sids of ``ops`` (each empty at first) a count or listing of sessions
+    taken from ``called`` to ``returned`` must and may see. Surely live
+    throughout: a set returned before ``called`` and no destroy or clear could
+    take effect between that set's call and ``returned``. Possibly live at some
+    instant: a set began before ``returned`` and no destroy or clear ran wholly
+    between that set's return and ``called``. Both hold in every linearization
+    (sound), and need no search (decidable)."""
+
+    def __init__(self, ops: Iterable[Operation]) -> None:
+        horizon = 1 << 62
+        spans: dict[str, tuple[list[tuple[int, int]], list[tuple[int, int]]]] = {}
+        for op in ops:
+            sets, removes = spans.setdefault(op.sid, ([], []))
+            span = (op.called, horizon if op.returned is None else op.returned)
+            if op.kind == "set":
+                sets.append(span)
+            elif op.kind in _REMOVES:
+                removes.append(span)
+        self.sids = sorted(spans)
+        # per sid, four (sorted keys, running extreme) pairs, so that each question is a bisection
+        self._index = {
+            sid: (
+                _running(sorted((end, start) for start, end in sets), max),  # sets by return: latest call
+                _running(sorted(sets), max),  # sets by call: latest return
+                _running(sorted(removes), max),  # removes by call: latest return
+                _running(sorted((-start, end) for start, end in removes), min),  # by call, last first
+            )
+            for sid, (sets, removes) in spans.items()
+        }
+
+    def live(self, sid: str, called: int, returned: int) -> tuple[bool, bool]:
+        """Whether ``sid`` was (surely live throughout, possibly live at some instant)."""
+        if sid not in self._index:
+            return False, False
+        by_return, by_call, removes, removes_late = self._index[sid]
+        surely = possibly = False
+        n = bisect.bisect_left(by_return[0], called)  # sets that returned before ``called``
+        if n:
+            latest = by_return[1][n - 1]
+            m = bisect.bisect_right(removes[0], returned)  # removes called by ``returned``
+            surely = not (m and removes[1][m - 1] >= latest)
+        n = bisect.bisect_right(by_call[0], returned)  # sets called by ``returned``
+        if n:
+            last = by_call[1][n - 1]
+            m = bisect.bisect_left(removes_late[0], -last)  # removes called after ``last``
+            possibly = not (m and removes_late[1][m - 1] < called)
+        return surely, possibly
+
+    def bounds(self, called: int, returned: int) -> tuple[int, int]:
+        """(sids surely live throughout, sids possibly live at some instant)."""
+        lives = [self.live(sid, called, returned) for sid in self.sids]
+        return sum(surely for surely, _ in lives), sum(possibly for _, possibly in lives)
+
+
+def _running(pairs: list[tuple[int, int]], pick: Callable[[int, int], int]) -> tuple[list[int], list[int]]:
+    """The keys of ``pairs`` and, at each place, ``pick`` of the values up to it."""
+    keys = [key for key, _ in pairs]
+    extremes: list[int] = []
+    for _, value in pairs:
+        extremes.append(value if not extremes else pick(extremes[-1], value))
+    return keys, extremes

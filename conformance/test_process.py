@@ -70,8 +70,13 @@ def test_a_returned_write_is_seen_by_later_operations_in_every_process(
 
 
 @pytest.mark.clause("process.2")
-def test_concurrent_processes_give_linearizable_histories(storekit_pool: Pool) -> None:
-    """process.2: concurrent get/set/destroy from 4 processes on a few sids is linearizable per sid."""
+def test_concurrent_processes_tear_no_session_and_give_linearizable_histories(storekit_pool: Pool) -> None:
+    """process.2: concurrent get/set/destroy from 4 processes read whole sessions, linearizable per sid.
+
+    Each set writes six fields that all hold the set's own token; a read whose
+    fields differ is torn and reported as such, naming the sid, the fields and
+    the writes they came from, before the per-sid search for a linearization.
+    """
     sids = [new_sid("p2") for _ in range(HISTORY_SIDS)]
     try:
         ops = storekit_pool.history(sids, OPS_PER_WORKER)

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import random
 
-from storekit.conformance.linearizability import UNKNOWN, Kind, Operation, check_history, check_partition
+from storekit.conformance.linearizability import (
+    FIELDS,
+    UNKNOWN,
+    Kind,
+    Liveness,
+    Operation,
+    Torn,
+    check_history,
+    check_partition,
+    observe,
+    record,
+)
 
 
 def op(
@@ -130,3 +141,125 @@ def test_one_impossible_read_in_a_long_history_is_found() -> None:
     result = check_history(ops, timeout=120)
     assert result.ok is False
     assert any(o.result == "never-written" for o in result.history)
+
+
+def test_a_whole_record_reads_as_its_token_and_the_cookie_is_not_looked_at() -> None:
+    assert record("w1") == dict.fromkeys(FIELDS, "w1")
+    assert observe(record("w1")) == "w1"
+    assert observe({**record("w1"), "cookie": {"expires": "x"}}, ignore=("cookie",)) == "w1"
+    assert observe(None) is None
+
+
+def test_a_record_with_fields_of_two_writes_or_a_missing_field_reads_as_torn() -> None:
+    mixed = {**record("a"), "f4": "b", "f5": "b"}
+    torn = observe(mixed)
+    assert isinstance(torn, Torn)
+    assert torn.sources() == {"a": ["f0", "f1", "f2", "f3"], "b": ["f4", "f5"]}
+    partial = observe({"f0": "a"})
+    assert isinstance(partial, Torn)
+    assert partial.sources() == {"a": ["f0"], None: ["f1", "f2", "f3", "f4", "f5"]}
+
+
+def test_a_value_of_another_shape_is_no_write_at_all() -> None:
+    for value in [{}, {"w": "a"}, {**record("a"), "extra": 1}, {**record("a"), "f0": 3}, ["a"]]:
+        seen = observe(value)
+        assert isinstance(seen, str)
+        assert seen.startswith("unexpected value")
+
+
+def test_a_torn_read_is_reported_as_such_with_its_fields_and_their_writes() -> None:
+    torn = observe({**record("a"), "f5": "b"})
+    history = [
+        op(0, "set", 0, 10, "a"),
+        op(1, "set", 0, 10, "b"),
+        op(2, "get", 5, 6, result=torn),
+        op(3, "get", 20, 21, result="never"),  # also wrong, but the tearing comes first
+    ]
+    result = check_history(history)
+    assert (result.ok, result.problem) == (False, "torn")
+    text = result.explain()
+    assert text.startswith("torn read of sid 's': client 2: get() called 5, returned 6")
+    assert "f0, f1, f2, f3, f4: 'a', from client 0: set('a') called 0, returned 10" in text
+    assert "f5: 'b', from client 1: set('b') called 0, returned 10" in text
+
+
+def test_a_read_of_a_value_whose_write_began_after_it_returned_is_unwritten() -> None:
+    history = [op(0, "get", 0, 5, result="a"), op(1, "set", 6, 7, "a")]
+    result = check_history(history)
+    assert (result.ok, result.problem) == (False, "unwritten")
+    assert "no set of this sid had begun to write 'a'" in result.explain()
+
+
+def test_clear_is_a_destroy_of_each_sid() -> None:
+    history = [op(0, "set", 0, 1, "a"), op(1, "clear", 2, 3), op(0, "get", 4, 5, result="a")]
+    assert check_history(history).problem == "order"
+    assert check_history([*history[:2], op(0, "get", 4, 5, result=None)]).ok is True
+
+
+def test_the_reads_of_an_all_are_checked_for_tearing_and_writes_but_not_searched() -> None:
+    stale = [op(0, "set", 0, 1, "a"), op(0, "set", 2, 3, "b"), op(1, "all", 4, 5, result="a")]
+    assert check_history(stale).ok is True  # Liveness, not the search, judges an all()
+    torn = [op(0, "set", 0, 1, "a"), op(1, "all", 4, 5, result=observe({"f0": "a"}))]
+    assert check_history(torn).problem == "torn"
+    assert "all() called 4" in check_history(torn).explain()
+
+
+def test_liveness_bounds_a_count_by_what_surely_and_possibly_held() -> None:
+    ops = [
+        Operation(0, "a", "set", "x", None, 0, 10),
+        Operation(0, "b", "set", "y", None, 0, 10),
+        Operation(1, "b", "destroy", None, None, 20, 30),
+        Operation(2, "c", "set", "z", None, 25, 60),
+    ]
+    live = Liveness(ops)
+    assert live.bounds(11, 12) == (2, 2)  # a and b set, nothing else yet
+    assert live.bounds(22, 28) == (1, 3)  # b may be going, c may be coming
+    assert live.bounds(40, 50) == (1, 2)  # b surely gone, c may be there
+    assert live.live("c", 70, 80) == (True, True)
+    assert live.bounds(1, 2) == (0, 2)  # the sets were under way
+
+
+Instants = list[tuple[float, str, bool]]
+
+
+def simulated_sids(count: int, seed: int, sids: int = 4) -> tuple[list[Operation], Instants]:
+    """A linearizable history over several sids, and each write's instant: (when, sid, live after)."""
+    rng = random.Random(seed)
+    ops: list[Operation] = []
+    points: Instants = []
+    for i in range(count):
+        called = rng.randint(0, count * 3)
+        returned = called + rng.randint(0, 40)
+        sid = f"s{rng.randrange(sids)}"
+        kind: Kind = rng.choice(["set", "set", "destroy", "clear"])
+        point = rng.uniform(called, returned)
+        if kind == "clear":
+            ops += [Operation(i, f"s{n}", "clear", None, None, called, returned) for n in range(sids)]
+            points += [(point, f"s{n}", False) for n in range(sids)]
+        else:
+            ops.append(Operation(i, sid, kind, f"v{i}" if kind == "set" else None, None, called, returned))
+            points.append((point, sid, kind == "set"))
+    return ops, sorted(points)
+
+
+def test_liveness_bounds_hold_for_every_instant_of_any_real_history() -> None:
+    for seed in range(20):
+        ops, points = simulated_sids(200, seed)
+        live = Liveness(ops)
+        rng = random.Random(seed)
+        for _ in range(50):
+            called = rng.randint(0, 600)
+            returned = called + rng.randint(0, 60)
+            low, high = live.bounds(called, returned)
+            state: dict[str, bool] = {}
+            counts: list[int] = []
+            for when, sid, alive in points:
+                if when > returned:
+                    break
+                if when >= called and not counts:
+                    counts.append(sum(state.values()))
+                state[sid] = alive
+                if when >= called:
+                    counts.append(sum(state.values()))
+            counts.append(sum(state.values()))
+            assert all(low <= n <= high for n in counts), (seed, called, returned, low, high, counts)
