@@ -8,6 +8,10 @@ Each target runs in a subprocess of its own (``python -m pytest -p no:cacheprovi
 --storekit=... --storekit-report=...``), two at a time at most. Reports are kept in
 docs/compatibility/reports/ so that the page can be regenerated without a rerun; the
 runs' output goes to build/compatibility/.
+The matrix is also written as JSON, docs/compatibility/matrix.json (versions, and per
+target its level, per-clause verdicts and each failure's classification). Reports that
+third parties send are kept in docs/compatibility/submitted/ and rendered as rows marked
+"(submitted)"; the page says how to make one.
 The page's explanations are not written here: they live in
 docs/compatibility/explanations.md, which the script reads, so that regeneration
 never loses them. A failure without an explanation is marked as such, and an
@@ -37,9 +41,17 @@ DOCS = ROOT / "docs"
 PAGE = DOCS / "compatibility.md"
 REPORTS = DOCS / "compatibility" / "reports"
 EXPLANATIONS = DOCS / "compatibility" / "explanations.md"
+SUBMITTED = DOCS / "compatibility" / "submitted"
+MATRIX = DOCS / "compatibility" / "matrix.json"
 LOGS = ROOT / "build" / "compatibility"
 TIMEOUT = 1200.0
 KINDS = ("real bug", "design difference", "adapter translation")
+PACKAGES = (
+    "aiohttp", "aiohttp-session", "aiomcache", "Beaker", "cachelib", "Django", "django-redis",
+    "Flask", "Flask-Session", "Flask-SQLAlchemy", "litestar", "msgspec", "pymemcache", "redis",
+    "SQLAlchemy", "starsessions", "storekit",
+)  # fmt: skip
+"""The distributions whose versions the page and matrix.json record."""
 
 
 def slug(name: str) -> str:
@@ -75,15 +87,23 @@ def record_versions() -> None:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
-    for package in ("cachelib", "Django", "Beaker", "redis", "storekit"):
+    for package in PACKAGES:
         try:
             found[package] = version(package)
         except PackageNotFoundError:
             found[package] = "not installed"
-    server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=False)
-    match = re.search(r"v=(\S+)", server.stdout)
-    found["redis-server"] = match.group(1) if match else "unknown"
+    found["redis-server"] = _server_version(["redis-server", "--version"], r"v=(\S+)")
+    found["memcached"] = _server_version(["memcached", "-V"], r"memcached (\S+)")
     (REPORTS / "versions.json").write_text(json.dumps(found, indent=2, sort_keys=True) + "\n")
+
+
+def _server_version(command: list[str], pattern: str) -> str:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+    except OSError:
+        return "not installed"
+    match = re.search(pattern, done.stdout)
+    return match.group(1) if match else "unknown"
 
 
 def run(names: list[str], jobs: int) -> None:
@@ -113,16 +133,19 @@ class TargetNotes:
     clauses: dict[str, Explanation] = field(default_factory=dict)
 
 
-def read_explanations(path: Path = EXPLANATIONS) -> tuple[str, list[str], dict[str, TargetNotes]]:
+def read_explanations(
+    path: Path = EXPLANATIONS, names: list[str] | None = None
+) -> tuple[str, list[str], dict[str, TargetNotes]]:
     """Parse the explanations file: an introduction, ``## <heading>`` sections kept as they
-    are, and ``## <target name>`` sections with an optional note and ``### <clause> · <kind>``
-    entries."""
+    are, and ``## <target name>`` sections (a name among ``names``, every row's by default)
+    with an optional note and ``### <clause> · <kind>`` entries."""
+    known = set(names if names is not None else [row.name for row in all_rows(list(TARGETS))])
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     text = re.sub(r"\A<!--.*?-->\s*", "", text, flags=re.S)
     parts = re.split(r"^## (.+)$", text, flags=re.M)
     intro, kept, notes = parts[0].strip(), [], {}
     for title, body in zip(parts[1::2], parts[2::2], strict=True):
-        if title.strip() not in TARGETS:
+        if title.strip() not in known:
             kept.append(f"## {title.strip()}\n\n{body.strip()}")
             continue
         entries = re.split(r"^### (.+)$", body, flags=re.M)
@@ -136,9 +159,49 @@ def read_explanations(path: Path = EXPLANATIONS) -> tuple[str, list[str], dict[s
     return intro, kept, notes
 
 
-# -- rendering ---------------------------------------------------------------------
+# -- rows: the ecosystem's targets and the reports third parties submitted -------------------
 
-SYMBOL = {"passed": "pass", "failed": "**FAIL**", "not offered": "not offered", "not applicable": "n/a"}
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the matrix: a target's name, how to reproduce it, and its saved report."""
+
+    name: str
+    command: str
+    report: dict[str, Any] | None
+    submitted: str | None = None
+    """The submitted report's path in the repository, for a third party's row."""
+
+
+def _report_file(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def _with_run(target: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """A report's target with what its report says of the run: storekit's and the contract's version."""
+    contract = data.get("contract", data.get("contract_version"))
+    return {**target, "storekit": data.get("storekit"), "contract": contract}
+
+
+def all_rows(names: list[str]) -> list[Row]:
+    """The ecosystem targets ``names`` (from docs/compatibility/reports/), then every target of
+    every report in docs/compatibility/submitted/, by file name."""
+    rows = []
+    for name in names:
+        path = REPORTS / f"{slug(name)}.json"
+        report = None
+        if path.exists():
+            data = _report_file(path)
+            report = _with_run(data["targets"][0], data)
+        rows.append(Row(name, f"storekit check {TARGETS[name]}", report))
+    for path in sorted(SUBMITTED.glob("*.json")) if SUBMITTED.is_dir() else []:
+        data = _report_file(path)
+        where = path.relative_to(ROOT).as_posix()
+        for target in data.get("targets", []):
+            report = _with_run(target, data)
+            rows.append(Row(target["name"], f"submitted as {where}", report, submitted=where))
+    return rows
 
 
 def section_cell(clauses: list[dict[str, Any]]) -> str:
@@ -159,26 +222,27 @@ def section_cell(clauses: list[dict[str, Any]]) -> str:
     return ", ".join(sorted(verdicts))
 
 
-def load_reports(names: list[str]) -> dict[str, dict[str, Any]]:
-    found = {}
-    for name in names:
-        path = REPORTS / f"{slug(name)}.json"
-        if path.exists():
-            found[name] = json.loads(path.read_text(encoding="utf-8"))["targets"][0]
-    return found
+def sections_of(report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    by_section: dict[str, list[dict[str, Any]]] = {s: [] for s in SECTIONS}
+    for clause in report["clauses"]:
+        section = clause["id"].partition(".")[0]
+        if section in by_section:
+            by_section[section].append(clause)
+    return by_section
 
 
 def render(names: list[str]) -> str:
-    intro, kept, notes = read_explanations()
-    reports = load_reports(names)
+    rows = all_rows(names)
+    intro, kept, notes = read_explanations(names=[row.name for row in rows])
     versions_file = REPORTS / "versions.json"
     versions = json.loads(versions_file.read_text()) if versions_file.exists() else {}
     sections = list(SECTIONS)
     lines = [
         "# Compatibility: the Python ecosystem's session backends under the suite",
         "",
-        "<!-- Generated by scripts/compatibility.py from docs/compatibility/reports/*.json and",
-        "     docs/compatibility/explanations.md. Edit the explanations file, not this page. -->",
+        "<!-- Generated by scripts/compatibility.py from docs/compatibility/reports/*.json,",
+        "     docs/compatibility/submitted/*.json and docs/compatibility/explanations.md.",
+        "     Edit the explanations file, not this page. -->",
         "",
         intro,
         "",
@@ -192,32 +256,28 @@ def render(names: list[str]) -> str:
         "**FAIL** (n, m) names the failing clauses of the section; *not offered* is an optional "
         "method the backend lacks; *n/a* a section the target does not claim (`process` needs a "
         "shared backend, `errors` an outage hook); *skipped* a section whose checks depend on a clause that "
-        "fails (threads needs destroy to work).",
+        "fails (threads needs destroy to work). The same matrix, clause by clause with each "
+        "failure's classification, is in [`compatibility/matrix.json`](compatibility/matrix.json).",
         "",
         "| target | level | " + " | ".join(sections) + " |",
         "| --- | --- | " + " | ".join("---" for _ in sections) + " |",
     ]
-    for name in names:
-        report = reports.get(name)
-        if report is None:
-            lines.append(f"| {name} | not run | " + " | ".join("" for _ in sections) + " |")
+    for row in rows:
+        label = f"{row.name} (submitted)" if row.submitted else row.name
+        if row.report is None:
+            lines.append(f"| {label} | not run | " + " | ".join("" for _ in sections) + " |")
             continue
-        by_section: dict[str, list[dict[str, Any]]] = {s: [] for s in sections}
-        for clause in report["clauses"]:
-            section = clause["id"].partition(".")[0]
-            if section in by_section:
-                by_section[section].append(clause)
+        by_section = sections_of(row.report)
         cells = [section_cell(by_section[s]) for s in sections]
-        lines.append(f"| {name} | {report['level']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | {row.report['level']} | " + " | ".join(cells) + " |")
     for section in kept:
         lines += ["", section]
     lines += ["", "## Targets and failures", ""]
     summaries = {clause.id: clause.summary for clause in CLAUSES}
     unexplained = 0
-    for name in names:
-        report, note = reports.get(name), notes.get(name, TargetNotes())
-        spec = TARGETS[name]
-        lines += [f"### {name}", "", f"`storekit check {spec}`", ""]
+    for row in rows:
+        report, note = row.report, notes.get(row.name, TargetNotes())
+        lines += [f"### {row.name}", "", f"`{row.command}`", ""]
         if note.intro:
             lines += [note.intro, ""]
         if report is None:
@@ -246,6 +306,58 @@ def render(names: list[str]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def matrix(names: list[str]) -> dict[str, Any]:
+    """The matrix as data: versions, and per target its level, section cells and every clause's
+    verdict, with the classification and explanation of each failure (None when unexplained)."""
+    rows = all_rows(names)
+    _, _, notes = read_explanations(names=[row.name for row in rows])
+    versions_file = REPORTS / "versions.json"
+    targets = []
+    for row in rows:
+        entry: dict[str, Any] = {"name": row.name, "command": row.command, "submitted": row.submitted}
+        if row.report is None:
+            targets.append({**entry, "level": None, "sections": {}, "clauses": []})
+            continue
+        note = notes.get(row.name, TargetNotes())
+        clauses = []
+        for clause in row.report["clauses"]:
+            explained = note.clauses.get(clause["id"]) if clause["verdict"] == "failed" else None
+            clauses.append(
+                {
+                    "id": clause["id"],
+                    "verdict": clause["verdict"],
+                    "message": clause.get("message", ""),
+                    "classification": explained.kind if explained else None,
+                    "explanation": explained.text if explained else None,
+                }
+            )
+        by_section = sections_of(row.report)
+        targets.append(
+            {
+                **entry,
+                "storekit": row.report.get("storekit"),
+                "contract": row.report.get("contract"),
+                "shared": row.report.get("shared"),
+                "level": row.report["level"],
+                "sections": {s: section_cell(by_section[s]).replace("**", "") for s in SECTIONS},
+                "clauses": clauses,
+            }
+        )
+    return {
+        "schema": 1,
+        "generated_by": "scripts/compatibility.py",
+        "page": "docs/compatibility.md",
+        "classifications": list(KINDS),
+        "sections": list(SECTIONS),
+        "versions": json.loads(versions_file.read_text()) if versions_file.exists() else {},
+        "targets": targets,
+    }
+
+
+def matrix_text(names: list[str]) -> str:
+    return json.dumps(matrix(names), indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+
+
 def _one_line(message: str, limit: int = 300) -> str:
     text = " ".join(message.split()).replace("`", "'")
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -263,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.render_only:
         run(args.only or names, args.jobs)
     PAGE.write_text(render(names), encoding="utf-8")
-    print(f"wrote {PAGE.relative_to(ROOT)}")
+    MATRIX.write_text(matrix_text(names), encoding="utf-8")
+    print(f"wrote {PAGE.relative_to(ROOT)} and {MATRIX.relative_to(ROOT)}")
     return 0
 
 

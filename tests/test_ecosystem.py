@@ -27,21 +27,37 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_import_storekit_needs_no_third_party_library() -> None:
     code = (
         "import sys, storekit, storekit.ecosystem\n"
-        "bad = [m for m in ('flask', 'django', 'beaker', 'cachelib') if m in sys.modules]\n"
+        "third = ('flask', 'django', 'beaker', 'cachelib', 'flask_session', 'litestar', 'starsessions',\n"
+        "         'aiohttp', 'aiohttp_session', 'aiomcache', 'django_redis', 'pymemcache', 'sqlalchemy')\n"
+        "bad = [m for m in third if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_there_are_at_least_eight_targets_with_stable_paths() -> None:
-    assert len(TARGETS) >= 8
+def test_there_are_at_least_twenty_targets_with_stable_paths() -> None:
+    assert len(TARGETS) >= 20
     assert TARGETS["cachelib SimpleCache"] == "storekit.ecosystem.cachelib:simple_cache_target"
+    assert TARGETS["Litestar RedisStore"] == "storekit.ecosystem.litestar:redis_target"
+
+
+def test_every_target_imports_as_a_target_of_its_name() -> None:
+    from importlib import import_module
+
+    for module in ("flask_session", "litestar", "starsessions", "aiohttp_session", "django_redis"):
+        pytest.importorskip(module)
+    for name, spec in TARGETS.items():
+        module, _, attr = spec.partition(":")
+        assert getattr(import_module(module), attr).name == name, spec
 
 
 def test_every_target_loads_and_runs_a_subset_of_the_suite(tmp_path: Path) -> None:
-    """One pytest process for all targets, the get and destroy sections only."""
+    """One pytest process for all targets, only the clauses about unknown sids (get.1, destroy.2):
+    every adapter loads, builds its backend and translates "no such session"."""
+    for module in ("flask_session", "litestar", "starsessions", "aiohttp_session", "django_redis"):
+        pytest.importorskip(module)
     report = tmp_path / "report.json"
-    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-k", "get or destroy"]
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-k", "unknown_sid"]
     command += [f"--storekit={spec}" for spec in TARGETS.values()]
     command.append(f"--storekit-report={report}")
     with tempfile.TemporaryDirectory() as cwd:
@@ -155,6 +171,40 @@ def test_docs_compatibility_md_is_what_the_script_renders_with_every_failure_exp
     assert "no explanation yet" not in page
     for name in TARGETS:
         assert f"### {name}\n" in page
+    assert (ROOT / "docs" / "compatibility" / "matrix.json").read_text(
+        encoding="utf-8"
+    ) == script.matrix_text(list(TARGETS)), (
+        "docs/compatibility/matrix.json is out of date: run python scripts/compatibility.py --render-only"
+    )
+
+
+def test_matrix_json_classifies_every_failure_and_names_the_versions() -> None:
+    matrix = json.loads((ROOT / "docs" / "compatibility" / "matrix.json").read_text(encoding="utf-8"))
+    assert {t["name"] for t in matrix["targets"]} >= set(TARGETS)
+    assert {"redis-server", "memcached", "litestar", "Flask-Session"} <= set(matrix["versions"])
+    for target in matrix["targets"]:
+        for clause in target["clauses"]:
+            if clause["verdict"] == "failed":
+                assert clause["classification"] in matrix["classifications"], (target["name"], clause["id"])
+
+
+def test_a_submitted_report_becomes_a_row_marked_submitted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script: Any = _compatibility_script()
+    report = json.loads(
+        (ROOT / "docs" / "compatibility" / "reports" / "litestar-memorystore.json").read_text()
+    )
+    report["targets"][0]["name"] = "Example store"
+    (tmp_path / "example-store.json").write_text(json.dumps(report))
+    monkeypatch.setattr(script, "SUBMITTED", tmp_path)
+    monkeypatch.setattr(script, "ROOT", tmp_path.parent)
+    page = script.render(["Litestar MemoryStore"])
+    assert "| Example store (submitted) |" in page
+    assert f"`submitted as {tmp_path.name}/example-store.json`" in page
+    assert "no explanation yet" in page  # its failures are not explained in explanations.md
+    rows = script.matrix(["Litestar MemoryStore"])["targets"]
+    assert rows[-1]["submitted"] == f"{tmp_path.name}/example-store.json"
 
 
 @pytest.mark.parametrize("kind", ["SimpleCache", "FileSystemCache"])

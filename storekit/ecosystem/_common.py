@@ -23,11 +23,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from storekit.codec import session_expiry
-from storekit.errors import InvalidSessionId, cut
+from storekit.errors import InvalidSessionId, StoreUnavailable, cut
 
 __all__ = [
     "Resources",
     "expiry_datetime",
+    "outage_errors",
     "redis_outage",
     "redis_url",
     "require_sid",
@@ -35,6 +36,7 @@ __all__ = [
     "serving",
     "temp_dir",
     "timeout_seconds",
+    "unavailable",
 ]
 
 
@@ -161,3 +163,19 @@ def serving(*starts: Callable[[], object]) -> Iterator[None]:
     for start in starts:
         start()
     yield
+
+
+@contextlib.contextmanager
+def unavailable(what: str, errors: tuple[type[BaseException], ...]) -> Iterator[None]:
+    """Re-raise ``errors`` (a client's "cannot reach the backend") as StoreUnavailable naming ``what``."""
+    try:
+        yield
+    except errors as exc:
+        raise StoreUnavailable(f"{what} cannot reach its backend: {type(exc).__name__}: {exc}") from exc
+
+
+def outage_errors() -> tuple[type[BaseException], ...]:
+    """redis-py's connection errors, which its asyncio client raises too."""
+    import redis
+
+    return (redis.ConnectionError, redis.TimeoutError)

@@ -22,10 +22,16 @@ Django's SessionMiddleware does; where it must translate, it says so here:
   sessions (``clear_expired`` only purges), so ``length``, ``all`` and ``clear``
   are not offered.
 
+``cache_alias`` puts the cache engine on another cache than the process's
+``SESSION_CACHE_ALIAS`` (``_on_cache``): ``storekit.ecosystem.django_caches``
+runs it on django-redis and on memcached. A key that a memcached backend
+refuses (``InvalidCacheKey``) raises InvalidSessionId, and django-redis's
+``ConnectionInterrupted`` becomes StoreUnavailable.
+
 Django is configured once per process by the targets (an SQLite file and a
-files directory in a temporary directory, a redis-server for the cache); the
-worker processes of the process clauses configure themselves from the same
-places.
+files directory in a temporary directory, a redis-server for the caches, a
+memcached when it is installed); the worker processes of the process clauses
+configure themselves from the same places.
 """
 
 from __future__ import annotations
@@ -100,7 +106,8 @@ def configure() -> None:
                 "BACKEND": "django.core.cache.backends.redis.RedisCache",
                 "LOCATION": url,
                 "OPTIONS": {"socket_timeout": 5, "socket_connect_timeout": 5},
-            }
+            },
+            **_more_caches(url),
         },
         SESSION_FILE_PATH=os.path.join(base, "files"),
     )
@@ -112,17 +119,42 @@ def configure() -> None:
         call_command("migrate", "sessions", verbosity=0, interactive=False)
 
 
+def _more_caches(url: str) -> dict[str, Any]:
+    from storekit.ecosystem.django_caches import more_caches
+
+    return more_caches(url)
+
+
+def _on_cache(engine_class: Any, alias: str) -> Any:
+    """The cache engine's SessionStore on cache ``alias``: what ``SESSION_CACHE_ALIAS = alias``
+    does, for one store rather than for the whole process."""
+    from django.core.cache import caches
+
+    class SessionStore(engine_class):  # type: ignore[misc]
+        def __init__(self, session_key: str | None = None) -> None:
+            super().__init__(session_key)
+            self._cache = caches[alias]
+
+    return SessionStore
+
+
 class DjangoEngineStore:
     """A storekit store over one Django session engine, e.g. ``"django.contrib.sessions.backends.db"``.
 
-    ``key`` turns a sid into the session key (the identity by default).
+    ``key`` turns a sid into the session key (the identity by default); ``cache_alias``
+    puts the cache engine on another cache than ``SESSION_CACHE_ALIAS``.
     """
 
-    def __init__(self, engine: str, *, key: Callable[[str], str] = str) -> None:
+    def __init__(
+        self, engine: str, *, key: Callable[[str], str] = str, cache_alias: str | None = None
+    ) -> None:
         configure()
         self.engine = engine
         self.engine_class: Any = import_module(engine).SessionStore
+        if cache_alias is not None:
+            self.engine_class = _on_cache(self.engine_class, cache_alias)
         self.key = key
+        self.cache_alias = cache_alias
 
     def _open(self, sid: object) -> tuple[str, Any]:
         from django.core.exceptions import SuspiciousOperation
@@ -161,6 +193,7 @@ class DjangoEngineStore:
 
     def set(self, sid: str, session: Session) -> None:
         from django.contrib.sessions.backends.base import CreateError, UpdateError
+        from django.core.cache.backends.base import InvalidCacheKey
 
         if not isinstance(session, dict):
             raise InvalidSessionData(
@@ -187,6 +220,8 @@ class DjangoEngineStore:
                         return
                     except CreateError:
                         continue
+                except InvalidCacheKey as exc:
+                    raise InvalidSessionId(f"the cache refuses the key of {cut(sid)}: {exc}", sid) from exc
                 except (TypeError, ValueError) as exc:
                     raise InvalidSessionData(f"{self.engine} cannot encode this session: {exc}") from exc
         raise RuntimeError(f"{self.engine}: neither save() nor save(must_create=True) succeeded")
@@ -197,18 +232,26 @@ class DjangoEngineStore:
             self.engine_class().delete(key)
 
     def __repr__(self) -> str:
-        return f"DjangoEngineStore({self.engine!r})"
+        alias = "" if self.cache_alias is None else f", cache_alias={self.cache_alias!r}"
+        return f"DjangoEngineStore({self.engine!r}{alias})"
 
 
 def _unavailable() -> tuple[type[BaseException], ...]:
     import redis
 
-    return (redis.ConnectionError, redis.TimeoutError)
+    found: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError)
+    try:
+        from django_redis.exceptions import ConnectionInterrupted
+    except ImportError:
+        return found
+    return (*found, ConnectionInterrupted)
 
 
-def _engine(name: str, key: Callable[[str], str] = str) -> Callable[[], DjangoEngineStore]:
+def _engine(
+    name: str, key: Callable[[str], str] = str, cache_alias: str | None = None
+) -> Callable[[], DjangoEngineStore]:
     engine = f"django.contrib.sessions.backends.{name}"
-    return lambda: DjangoEngineStore(engine, key=key)
+    return lambda: DjangoEngineStore(engine, key=key, cache_alias=cache_alias)
 
 
 def _hex(sid: str) -> str:

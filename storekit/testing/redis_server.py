@@ -14,25 +14,19 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
-import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
+
+from storekit.testing.process import ProgramServer, Restartable, free_port
 
 __all__ = [
     "RedisClusterServers",
     "RedisServer",
     "RedisServerMissing",
-    "Restartable",
-    "free_port",
     "redis_server_path",
 ]
-
-START_TIMEOUT = 20.0
 
 
 class RedisServerMissing(RuntimeError):
@@ -49,129 +43,43 @@ def redis_server_path() -> str:
     return path
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-_Server = TypeVar("_Server", bound="Restartable")
-
-
-class Restartable:
-    """Servers that ``start()`` brings up (returning self), ``stop()`` takes down
-    keeping their ports, and ``close()`` ends for good; a context manager, with
-    ``down()`` for outage hooks."""
-
-    def start(self: _Server) -> _Server:
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    @contextlib.contextmanager
-    def down(self) -> Iterator[None]:
-        """Stop for the block, then start again on the same ports."""
-        self.stop()
-        try:
-            yield
-        finally:
-            self.start()
-
-    def __enter__(self: _Server) -> _Server:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-class RedisServer(Restartable):
+class RedisServer(ProgramServer):
     """One redis-server process; ``extra`` are more config lines (e.g. "cluster-enabled yes")."""
+
+    name = "redis-server"
+    probe = b"PING\r\n"
+    reply = b"+PONG"
 
     def __init__(self, port: int | None = None, *, extra: list[str] | None = None) -> None:
         self.binary = redis_server_path()
-        self.port = port or free_port()
+        super().__init__(port)
         self.extra = list(extra or [])
         self.directory = Path(tempfile.mkdtemp(prefix=f"storekit-redis-{self.port}-"))
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisServer:
-        if self.process is not None and self.process.poll() is None:
-            return self
+    def command(self) -> list[str]:
         config = self.directory / "redis.conf"
-        config.write_text(
-            "\n".join(
-                [
-                    "bind 127.0.0.1",
-                    f"port {self.port}",
-                    f"dir {self.directory}",
-                    'save ""',
-                    "appendonly no",
-                    "protected-mode yes",
-                    "daemonize no",
-                    "loglevel warning",
-                    f"logfile {self.directory / 'redis.log'}",
-                    *self.extra,
-                ]
-            )
-            + "\n"
-        )
-        self.process = subprocess.Popen(
-            [self.binary, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        self._wait_until_ready()
-        return self
+        lines = [
+            "bind 127.0.0.1",
+            f"port {self.port}",
+            f"dir {self.directory}",
+            'save ""',
+            "appendonly no",
+            "protected-mode yes",
+            "daemonize no",
+            "loglevel warning",
+            f"logfile {self.directory / 'redis.log'}",
+            *self.extra,
+        ]
+        config.write_text("\n".join(lines) + "\n")
+        return [self.binary, str(config)]
 
-    def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                log = (
-                    (self.directory / "redis.log").read_text(errors="replace")[-2000:]
-                    if (self.directory / "redis.log").exists()
-                    else ""
-                )
-                raise RuntimeError(
-                    f"redis-server on port {self.port} exited with {self.process.returncode}: {log}"
-                )
-            if self.ping():
-                return
-            time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"redis-server on port {self.port} did not answer PING within {START_TIMEOUT}s")
-
-    def ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
-                conn.sendall(b"PING\r\n")
-                return conn.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    def last_words(self) -> str:
+        log = self.directory / "redis.log"
+        return log.read_text(errors="replace")[-2000:] if log.exists() else ""
 
     def close(self) -> None:
         self.stop()
