@@ -1,29 +1,31 @@
 """Session groups over an async store: the awaited twins of :mod:`storekit.groups`' sync I/O.
 
 The index arithmetic is :mod:`storekit.groups`' own (``members``, ``joined``,
-``left``, ``group_sid``); each function here makes the store calls of its sync
-namesake, in the same order, with ``await``. The races are the same and are
-stated there.
+``left``, ``membership``, ``group_sid``); each function here makes the store
+calls of its sync namesake, in the same order, with ``await``. The races are
+the same and are stated there.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from storekit.contract import AsyncStore
-from storekit.groups import GROUP_PREFIX, PRUNE_AT, group_sid, joined, left, members
+from storekit.groups import GROUP_PREFIX, PRUNE_AT, group_sid, joined, left, members, new_generation
 
 __all__ = ["add_member", "end_group", "remove_member"]
 
 
-async def add_member(store: AsyncStore, name: str, sid: str, *, until: float) -> float:
+async def add_member(store: AsyncStore, name: str, sid: str, *, until: float) -> tuple[float, str]:
     """See :func:`storekit.groups.add_member`."""
     index = group_sid(name)
     record = await store.get(index)
     alive = members(record, name)
     if len(alive) > PRUNE_AT:
         alive = [member for member in alive if await store.get(member) is not None]
-    written, until = joined(record, alive, sid, until=until)
+    written, until, generation = joined(record, alive, sid, until=until, generation=new_generation())
     await store.set(index, written)
-    return until
+    return until, generation
 
 
 async def remove_member(store: AsyncStore, name: str, sid: str) -> None:
@@ -34,12 +36,14 @@ async def remove_member(store: AsyncStore, name: str, sid: str) -> None:
         await store.set(index, written)
 
 
-async def end_group(store: AsyncStore, name: str) -> list[str]:
+async def end_group(
+    store: AsyncStore, name: str, *, destroy: Callable[[str], Awaitable[None]] | None = None
+) -> list[str]:
     """See :func:`storekit.groups.end_group`: the index goes first, then every member."""
     index = group_sid(name)
     ended = members(await store.get(index), name)
     await store.destroy(index)
     for member in ended:
         if not member.startswith(GROUP_PREFIX):
-            await store.destroy(member)
+            await (destroy or store.destroy)(member)
     return ended

@@ -4,19 +4,42 @@ The awaited twin of :mod:`storekit.request`: the same questions to
 :mod:`storekit.lifecycle`, the same store calls in the same order, each awaited
 on an :class:`~storekit.contract.AsyncStore`. The shell then adds the returned
 plan's headers to its response.
+
+One difference, forced by the mapping being sync: the session cannot be
+awaited from the store where the app first reads it, so :func:`open_session`
+loads it before the app runs and hands the outcome to the session, which
+raises :class:`~storekit.session.SessionUnavailable` where the app first uses
+it if the load failed. A route that never uses the session still works during
+an outage; it waits for the store's own timeout when the store hangs.
 """
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
-from storekit import agroups, lifecycle
-from storekit.asession import AsyncSession, AsyncStoreHolder
+from storekit import agroups, groups, lifecycle
+from storekit.asession import AsyncSession, AsyncStoreHolder, adestroy_record, awrite_live
 from storekit.contract import AsyncStore, SupportsAsyncTouch
 from storekit.lifecycle import Plan
 from storekit.options import SessionConfig
 
-__all__ = ["end_request", "open_session"]
+__all__ = ["end_request", "load_record", "open_session"]
+
+
+async def load_record(store: AsyncStore, sid: str, now: float) -> Any:
+    """See :func:`storekit.request.load_record`: the same calls, awaited."""
+    record = await store.get(sid)
+    if not isinstance(record, dict):
+        return record
+    names = sorted(lifecycle.split_groups(record)[0])
+    if not names:
+        return record
+    indexes = {name: await store.get(groups.group_sid(name)) for name in names}
+    check = lifecycle.group_check(sid, record, indexes)
+    if check.ended:
+        await adestroy_record(store, sid, now)
+        return None
+    return lifecycle.rejoin(record, check.lost)
 
 
 async def open_session(
@@ -26,16 +49,26 @@ async def open_session(
     *,
     session_class: type[AsyncSession] = AsyncSession,
 ) -> tuple[AsyncSession, bool]:
-    """See :func:`storekit.request.open_session`; the session is a ``session_class``."""
+    """See :func:`storekit.request.open_session`; the session is a ``session_class``, and a
+    failed load is raised where the app first uses the session, not here."""
     cookie_sid, had_cookie = lifecycle.verified_sid(cookie_header, config)
     holder = AsyncStoreHolder(store)
-    # Session.fresh and from_record build cls(...), so they return a session_class
+    # Session.fresh and deferred build cls(...), so they return a session_class
     if cookie_sid is None:
         return cast(AsyncSession, session_class.fresh(config, holder)), had_cookie
-    record = await store.get(cookie_sid)
-    if record is None:  # expired or destroyed: never adopt the client's sid
-        return cast(AsyncSession, session_class.fresh(config, holder, cookie_sid=cookie_sid)), had_cookie
-    return cast(AsyncSession, session_class.from_record(cookie_sid, record, config, holder)), had_cookie
+    failure: Exception | None = None
+    record: Any = None
+    try:
+        record = await load_record(store, cookie_sid, config.clock())
+    except Exception as exc:  # raised where the app first uses the session
+        failure = exc
+
+    def load() -> Any:
+        if failure is not None:
+            raise failure
+        return record
+
+    return cast(AsyncSession, session_class.deferred(config, holder, cookie_sid, load)), had_cookie
 
 
 async def end_request(
@@ -47,25 +80,36 @@ async def end_request(
     had_cookie: bool,
     can_touch: bool = True,
 ) -> Plan:
-    """See :func:`storekit.request.end_request`: the group indexes, then ``set`` or ``touch``,
-    then the plan; raises what the store raises, before any header is decided."""
+    """See :func:`storekit.request.end_request`: the group indexes, then ``touch``, ``set``, or
+    the live write of a loaded session, then the plan; raises what the store raises, before any
+    header is decided."""
+    if not session.needed_at_end():
+        return lifecycle.untouched_plan(session.cookie_sid or "")
     if not session.destroyed and status < 500:
         session.cookie.reset()  # express-session restarts the expiry on every request
         steps = lifecycle.group_steps(session, session.config.clock())
         for name in steps.leave:
             await agroups.remove_member(store, name, session.id)
         for name in steps.join:
-            session.note_group(name, await agroups.add_member(store, name, session.id, until=steps.until))
+            session.note_group(name, *await agroups.add_member(store, name, session.id, until=steps.until))
     toucher = store if can_touch and isinstance(store, SupportsAsyncTouch) else None
-    plan = lifecycle.plan(
-        session,
-        status=status,
-        request_secure=request_secure,
-        had_cookie=had_cookie,
-        store_can_touch=toucher is not None,
-    )
+
+    def decided() -> Plan:
+        return lifecycle.plan(
+            session,
+            status=status,
+            request_secure=request_secure,
+            had_cookie=had_cookie,
+            store_can_touch=toucher is not None,
+        )
+
+    plan = decided()
     if plan.store == "set" and plan.record is not None:
-        await store.set(plan.sid, plan.record)
+        if not plan.live:
+            await store.set(plan.sid, plan.record)
+        elif not await awrite_live(store, plan.sid, plan.record):
+            session.mark_gone()  # logged out elsewhere while this request ran: stay logged out
+            plan = decided()
     elif plan.store == "touch" and plan.record is not None and toucher is not None:
         await toucher.touch(plan.sid, plan.record)
     return plan

@@ -17,12 +17,35 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from storekit import agroups
+from storekit import agroups, lifecycle
 from storekit.contract import AsyncStore
 from storekit.contract import Session as Record
 from storekit.session import Session
 
-__all__ = ["AsyncSession", "AsyncStoreHolder", "WebSocketSession"]
+__all__ = ["AsyncSession", "AsyncStoreHolder", "WebSocketSession", "adestroy_record", "awrite_live"]
+
+
+async def awrite_live(store: AsyncStore, sid: str, record: Record) -> bool:
+    """The awaited twin of :func:`storekit.session.write_live` (the same calls, the same window)."""
+    replace = getattr(store, "replace", None)
+    if callable(replace):
+        return bool(await replace(sid, record))
+    if await store.get(sid) is None:
+        return False
+    await store.set(sid, record)
+    marker = lifecycle.ended_sid(sid)
+    if marker is not None and await store.get(marker) is not None:
+        await store.destroy(sid)  # destroyed while we wrote: keep it destroyed
+        return False
+    return True
+
+
+async def adestroy_record(store: AsyncStore, sid: str, now: float, *, marker: bool = True) -> None:
+    """The awaited twin of :func:`storekit.session.destroy_record`."""
+    marker_sid = lifecycle.ended_sid(sid) if marker and not lifecycle.can_replace(store) else None
+    if marker_sid is not None:
+        await store.set(marker_sid, lifecycle.ended_record(now))
+    await store.destroy(sid)
 
 
 class AsyncStoreHolder:
@@ -90,10 +113,15 @@ class AsyncSession(Session):
     # -- the store operations, awaited --------------------------------------
 
     async def asave(self) -> None:
-        """Write the session to the store now (see :meth:`Session.save`)."""
+        """Write the session to the store now (see :meth:`Session.save`: a loaded session only
+        while it is still stored, else SessionNotFound and the cookie is deleted)."""
         self._writable()
         self.cookie.reset()
-        await self.store.set(self.id, self.to_record(self.request_secure))
+        record = self.to_record(self.request_secure)
+        if self.is_new:
+            await self.store.set(self.id, record)
+        elif not await awrite_live(self.store, self.id, record):
+            self.mark_vanished()
         self.mark_saved()
 
     async def areload(self) -> None:
@@ -103,19 +131,24 @@ class AsyncSession(Session):
 
     async def adestroy(self) -> None:
         """Remove the session from the store now; the response deletes the cookie."""
-        if not self.destroyed:
-            await self.store.destroy(self.id)
+        self._skip_load()
+        if self.in_store():
+            await adestroy_record(self.store, self.id, self.config.clock(), marker=not self.is_new)
         self.mark_destroyed()
 
     async def aregenerate(self, *, keep_data: bool = False) -> None:
         """A new sid and the old record destroyed (do it at login); the data goes unless ``keep_data``."""
-        if not self.destroyed:
-            await self.store.destroy(self.id)
+        if not keep_data:
+            self._skip_load()
+        if self.in_store():
+            await adestroy_record(self.store, self.id, self.config.clock(), marker=not self.is_new)
         self.mark_regenerated(keep_data=keep_data)
 
     async def aend_group(self, name: str) -> int:
         """End every session of group ``name`` now, this one too if a member; returns how many it held."""
-        ended = await agroups.end_group(self.store, name)
+        self._ensure()
+        store, clock = self.store, self.config.clock
+        ended = await agroups.end_group(store, name, destroy=lambda sid: adestroy_record(store, sid, clock()))
         self.mark_group_ended(name, ended)
         return len(ended)
 

@@ -6,9 +6,11 @@ where Starlette's and FastAPI's ``request.session`` find it, runs the app, and
 holds the app's ``http.response.start`` until the session is saved, touched or
 destroyed as the core decides (:func:`storekit.arequest.end_request`); the start
 then goes out with the plan's headers, so the client cannot see the response,
-or send its next request, before the store holds the session. A store error
-gives a 500 and a log line on the ``storekit.session`` logger, never a silently
-empty session. Nothing is saved when the app raises or answers 5xx.
+or send its next request, before the store holds the session. A store that
+fails to load the session fails only a request whose app uses it: a 503 (500
+for a record that is not a session) and one log line on the ``storekit.session``
+logger, never a silently empty session. A failed save gives a 500. Nothing is
+saved when the app raises or answers 5xx.
 
 A ``websocket`` scope gets the read-only :class:`~storekit.asession.WebSocketSession`
 of its handshake's cookie. Other scopes (``lifespan``) pass through untouched.
@@ -23,11 +25,12 @@ from typing import Any, Literal
 
 from storekit import agroups
 from storekit.arequest import end_request, open_session
-from storekit.asession import AsyncSession, WebSocketSession
+from storekit.asession import AsyncSession, WebSocketSession, adestroy_record
 from storekit.contract import AsyncStore, check_store
 from storekit.cookie import generate_sid
 from storekit.lifecycle import vary_cookie
-from storekit.options import DEFAULT_GROUP_TTL, SessionConfig, request_is_secure
+from storekit.options import DEFAULT_GROUP_TTL, DEFAULT_TTL, SessionConfig, request_is_secure
+from storekit.session import SessionUnavailable
 
 __all__ = ["SCOPE_KEY", "SessionMiddleware", "session_of"]
 
@@ -42,11 +45,11 @@ SCOPE_KEY = "session"
 
 log = logging.getLogger("storekit.session")
 
-_ERROR_BODY = b"Internal Server Error\n"
-_ERROR_HEADERS = [
-    (b"content-type", b"text/plain; charset=utf-8"),
-    (b"content-length", str(len(_ERROR_BODY)).encode()),
-]
+_REASONS = {500: b"Internal Server Error\n", 503: b"Service Unavailable\n"}
+
+
+def _error_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
 
 
 def session_of(scope: Scope) -> AsyncSession:
@@ -82,6 +85,7 @@ class SessionMiddleware:
         secret: str | bytes | list[str | bytes] | tuple[str | bytes, ...],
         cookie_name: str = "connect.sid",
         max_age: float | None = None,
+        ttl: float | None = DEFAULT_TTL,
         rolling: bool = False,
         resave: bool = False,
         save_uninitialized: bool = False,
@@ -103,6 +107,7 @@ class SessionMiddleware:
             secret=secret,
             cookie_name=cookie_name,
             max_age=max_age,
+            ttl=ttl,
             rolling=rolling,
             resave=resave,
             save_uninitialized=save_uninitialized,
@@ -121,7 +126,9 @@ class SessionMiddleware:
 
     async def aend_group(self, name: str) -> int:
         """End every session of group ``name`` ("log out everywhere"); returns how many it held."""
-        return len(await agroups.end_group(self.store, name))
+        store, clock = self.store, self.config.clock
+        ended = await agroups.end_group(store, name, destroy=lambda sid: adestroy_record(store, sid, clock()))
+        return len(ended)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -134,14 +141,9 @@ class SessionMiddleware:
             scheme, headers.first(b"x-forwarded-proto"), trust_proxy=self.config.trust_proxy
         )
         session_class = AsyncSession if kind == "http" else WebSocketSession
-        try:
-            session, had_cookie = await open_session(
-                self.config, self.store, headers.cookie(), session_class=session_class
-            )
-        except Exception:
-            log.exception("storekit: could not load session from %r; answering 500", self.store)
-            await (_http_error(send) if kind == "http" else _websocket_error(scope, receive, send))
-            return
+        session, had_cookie = await open_session(
+            self.config, self.store, headers.cookie(), session_class=session_class
+        )
         session.request_secure = secure
         scope = {**scope, SCOPE_KEY: session}  # a copy: the server's scope stays as it was
         if kind == "websocket":
@@ -150,10 +152,23 @@ class SessionMiddleware:
             await _Exchange(self, session, secure, had_cookie, send).run(scope, receive)
 
     async def _websocket(self, session: AsyncSession, scope: Scope, receive: Receive, send: Send) -> None:
+        sent: set[str] = set()
+
+        async def watch(message: Message) -> None:
+            sent.add(message["type"])
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, watch)
+        except SessionUnavailable as exc:  # the load failed (logged where it did)
+            if "websocket.close" in sent or "websocket.http.response.start" in sent:
+                raise
+            if "websocket.accept" in sent:
+                await send({"type": "websocket.close", "code": 1011})
+            else:
+                await _websocket_error(scope, send, exc.status)
         finally:
-            if session.is_modified() and not session.destroyed:
+            if session.loaded and session.is_modified() and not session.destroyed:
                 log.warning(
                     "storekit: a websocket changed session %s in place; a websocket's session is "
                     "read-only and the change was not saved (change it in an HTTP request)",
@@ -206,6 +221,11 @@ class _Exchange:
     async def run(self, scope: Scope, receive: Receive) -> None:
         try:
             await self.middleware.app(scope, receive, self.send)  # raises before start: nothing is saved
+        except SessionUnavailable as exc:
+            if self.started or self.failed:
+                raise
+            self.failed = True  # the load failed (logged where it did) and the app let it through
+            await _http_error(self.server_send, exc.status)
         except Exception:
             if not self.failed:
                 raise
@@ -257,19 +277,19 @@ def _add_vary(headers: list[tuple[bytes, bytes]]) -> None:
     headers.append((b"vary", b"Cookie"))
 
 
-async def _http_error(send: Send) -> None:
-    await send({"type": "http.response.start", "status": 500, "headers": list(_ERROR_HEADERS)})
-    await send({"type": "http.response.body", "body": _ERROR_BODY})
+async def _http_error(send: Send, status: int = 500) -> None:
+    body = _REASONS[status]
+    await send({"type": "http.response.start", "status": status, "headers": _error_headers(body)})
+    await send({"type": "http.response.body", "body": body})
 
 
-async def _websocket_error(scope: Scope, receive: Receive, send: Send) -> None:
-    """Refuse the handshake: a 500 where the server offers the denial response, else close 1011
-    (which a server turns into a 403 before the socket is accepted)."""
-    message = await receive()
-    if message.get("type") != "websocket.connect":
-        return
+async def _websocket_error(scope: Scope, send: Send, status: int) -> None:
+    """Refuse the handshake: ``status`` where the server offers the denial response, else close
+    1011 (which a server turns into a 403 before the socket is accepted)."""
     if "websocket.http.response" in (scope.get("extensions") or {}):
-        await send({"type": "websocket.http.response.start", "status": 500, "headers": list(_ERROR_HEADERS)})
-        await send({"type": "websocket.http.response.body", "body": _ERROR_BODY})
+        body = _REASONS[status]
+        start = {"type": "websocket.http.response.start", "status": status, "headers": _error_headers(body)}
+        await send(start)
+        await send({"type": "websocket.http.response.body", "body": body})
     else:
         await send({"type": "websocket.close", "code": 1011})

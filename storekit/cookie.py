@@ -158,18 +158,33 @@ def signed_sids(values: Iterable[str], keys: Sequence[bytes]) -> Iterator[str]:
             continue
 
 
-def cookie_values(header: str | None, name: str) -> list[str]:
-    """Every value of cookie ``name`` in a ``Cookie`` header, in the order sent, decoded.
+def _pairs(header: str) -> Iterator[str]:
+    """The ``;``-separated parts of a header, one at a time (a large header is not split at once)."""
+    start = 0
+    while start <= len(header):
+        end = header.find(";", start)
+        if end < 0:
+            end = len(header)
+        yield header[start:end]
+        start = end + 1
+
+
+def cookie_values(header: str | None, name: str, limit: int | None = None) -> list[str]:
+    """The values of cookie ``name`` in a ``Cookie`` header, in the order sent, decoded:
+    every one, or the first ``limit``.
 
     Tolerant as browsers' servers must be: pairs without ``=`` are skipped,
     surrounding double quotes are removed, and a value that is not valid
     percent-encoded UTF-8 is kept as it came (as express's ``cookie.parse``
-    does). Nothing here raises.
+    does). Nothing here raises. With ``limit``, the header is read only as far
+    as the ``limit``-th value of the name.
     """
-    if not header:
+    if not header or limit == 0:
         return []
-    found = []
-    for pair in header.split(";"):
+    found: list[str] = []
+    for pair in _pairs(header):
+        if name not in pair:  # most pairs of a large header: a quick no
+            continue
         key, eq, value = pair.partition("=")
         if not eq or key.strip() != name:
             continue
@@ -180,6 +195,8 @@ def cookie_values(header: str | None, name: str) -> list[str]:
             with contextlib.suppress(UnicodeDecodeError):  # kept as sent
                 value = unquote(value, errors="strict")
         found.append(value)
+        if len(found) == limit:
+            break
     return found
 
 

@@ -20,8 +20,16 @@ session core (:mod:`storekit.lifecycle`), as under WSGI and Flask: the
 to send is Django's ``SessionMiddleware``'s to decide. Django's semantics are kept:
 ``load()`` never creates anything, ``save(must_create=True)`` raises
 CreateError for a key that exists, ``save()`` raises UpdateError when the
-session has vanished (a logout in another request is never undone), and a
-key the store refuses is treated as no session at all.
+session has vanished, and a key the store refuses is treated as no session at
+all. ``save()`` and ``delete()`` are the core's live write and destroy
+(:func:`storekit.session.write_live`, :func:`storekit.session.destroy_record`):
+the store's ``replace`` where it has one, else the narrow window those
+functions state, so a logout in another request is not undone by a slow one.
+
+Django loads a session when the view first uses it, so during a store outage
+a view that never touches ``request.session`` works; one that does gets the
+store's error, which Django answers with a 500 and logs on ``django.request``
+(Django's session API has no other way to say it).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from typing import Any
 
 from django.conf import settings
@@ -40,6 +49,7 @@ from storekit.contract import check_store, store_kind
 from storekit.errors import InvalidSessionId, cut
 from storekit.lifecycle import record_of, split_record
 from storekit.resolve import ResolveError, resolve
+from storekit.session import destroy_record, write_live
 
 __all__ = ["SETTING", "SessionStore", "get_store"]
 
@@ -152,13 +162,13 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
     def save(self, must_create: bool = False) -> None:
         if self.session_key is None:
             return self.create()
-        exists = self.exists(self.session_key)
-        if must_create and exists:
-            raise CreateError
-        if not must_create and not exists:
-            raise UpdateError
-        data = self._get_session(no_load=must_create)
-        self.store.set(self.session_key, self._record(data))
+        key = self.session_key
+        if must_create:
+            if self.exists(key):
+                raise CreateError
+            self.store.set(key, self._record(self._get_session(no_load=True)))
+        elif not write_live(self.store, key, self._record(self._get_session())):
+            raise UpdateError  # destroyed elsewhere (a logout) while this request ran
         return None
 
     def delete(self, session_key: str | None = None) -> None:
@@ -167,7 +177,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
                 return
             session_key = self.session_key
         with contextlib.suppress(InvalidSessionId):  # the store could never have held that key
-            self.store.destroy(session_key)
+            destroy_record(self.store, session_key, time.time())
 
     @classmethod
     def clear_expired(cls) -> None:

@@ -30,7 +30,13 @@ key looks like a tag) come back as they went in, stored as the JSON that
 stored as they are); ``session.clear()`` ends the session (the record is
 destroyed and the cookie deleted); ``accessed`` is set only when the view used
 the session. ``session.regenerate()`` drops the data, as under WSGI, unless
-``keep_data=True``.
+``keep_data=True``; call it at login (it is what stops fixation).
+
+As in every shell, the session is loaded when the view first uses it: during
+a store outage such a view gets a 503 (:class:`UnavailableSession`, a
+werkzeug ``HTTPException``; 500 for a record that is not a session) and one
+log line, while a view that never uses the session is served. A slow request
+never writes back a session cleared meanwhile (the core's live write).
 """
 
 from __future__ import annotations
@@ -41,18 +47,34 @@ from typing import TYPE_CHECKING, Any
 
 from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SessionInterface, SessionMixin, session_json_serializer
+from werkzeug.exceptions import HTTPException
 
 from storekit.contract import Store, SupportsTouch, check_store
 from storekit.cookie import generate_sid
 from storekit.options import SessionConfig
 from storekit.request import end_request, open_session
-from storekit.session import Session
+from storekit.session import Session, SessionUnavailable
 
 if TYPE_CHECKING:
     from flask import Flask
     from flask.wrappers import Request, Response
 
-__all__ = ["StoreSession", "StoreSessionInterface"]
+__all__ = ["StoreSession", "StoreSessionInterface", "UnavailableSession"]
+
+
+class UnavailableSession(SessionUnavailable, HTTPException):
+    """:class:`storekit.session.SessionUnavailable` as Flask answers it: an HTTP error whose
+    code is the core's status (503 for an outage, 500 otherwise), with a body that names no
+    store, sid or error (the log line, written where the load failed, has them)."""
+
+    def __init__(self, message: str, sid: str, status: int) -> None:
+        super().__init__(message, sid, status)
+        self.code = status
+        self.description = "The session store is unavailable; try again shortly."
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def _tag(value: Any) -> Any:
@@ -79,6 +101,7 @@ class StoreSession(Session, SessionMixin):
 
     encode = staticmethod(_tag)
     decode = staticmethod(_untag)
+    unavailable = UnavailableSession
     had_cookie = False
 
     @property
@@ -190,10 +213,11 @@ class StoreSessionInterface(SessionInterface):
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if not isinstance(session, StoreSession):
             raise TypeError(f"StoreSessionInterface cannot save {session!r}, which it did not open")
-        ended = session.is_empty() and session.is_modified() and not session.destroyed
-        if ended and response.status_code < 500:
-            session.destroy()  # Flask: a session emptied by the view ends, and its cookie goes
-        session.cookie.persistent = session.permanent
+        if session.needed_at_end():
+            ended = session.is_empty() and session.is_modified() and not session.destroyed
+            if ended and response.status_code < 500:
+                session.destroy()  # Flask: a session emptied by the view ends, and its cookie goes
+            session.cookie.persistent = session.permanent
         plan = end_request(
             session,
             self.store,

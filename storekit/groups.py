@@ -2,31 +2,39 @@
 
 A group is a name, such as ``"user:42"``. Its members are kept in an index
 record in the same store, under the reserved sid ``storekit.group:<name>``:
-``{"members": [sid, ...], "cookie": {"expires": ...}}`` (the cookie written by
-:func:`storekit.codec.cookie_json`, so that the store expires the index). Any conforming store
-can hold it, and ending a group is: read the index, destroy it, destroy every
-member.
+``{"members": [sid, ...], "generation": token, "cookie": {"expires": ...}}``
+(the cookie written by :func:`storekit.codec.cookie_json`, so that the store
+expires the index). Any conforming store can hold it, and ending a group is:
+read the index, destroy it, destroy every member.
 
-The index is a read-modify-write on a store without transactions, so it has
-races, which the docs state: two sessions joining one group at the same
-instant can lose one of the two memberships until that session's next
-refresh, and a session joining while the group is being ended may outlive
-the end. Destroyed members are never removed from an index (a sid is never
-reused, so destroying it again is harmless); an index is pruned of members
-whose sessions are gone when it grows past :data:`PRUNE_AT`.
+The ``generation`` is a random token given to an index when it is created;
+each session records the generation of every index it joined. A session whose
+group has since been ended finds no index, or one of another generation, and
+is ended when it is next loaded (:func:`membership`), so no session outlives an
+``end_group`` of a group it had joined, even one whose membership the index
+lost. The index is a read-modify-write on a store without transactions: two
+sessions joining at the same instant can leave one of them out of the list;
+that session finds itself missing (same generation, not listed) when it is
+next loaded and joins again, and an ``end_group`` in between still ends it (the
+generation changed). Destroyed members are never removed from an index (a sid
+is never reused, so destroying it again is harmless); an index is pruned of
+members whose sessions are gone when it grows past :data:`PRUNE_AT`.
 
 The index arithmetic (:func:`members`, :func:`joined`, :func:`left`) is pure;
 :func:`add_member`, :func:`remove_member` and :func:`end_group` are its sync
 I/O, and an async shell awaits the same steps.
 
 Each session remembers, under the reserved key ``storekit.groups``, until
-when each of its groups' index is known to last; the index is written again
-only when that time comes near, not on every request.
+when each of its groups' index is known to last and its generation
+(``{name: [until, generation]}``; a bare ``until`` from an older storekit has no
+generation); the index is written again only when that time comes near.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import secrets
+from collections.abc import Callable
+from typing import Any, Literal
 
 from storekit.codec import check_sid, cookie_json, parse_expires
 from storekit.contract import Store
@@ -36,16 +44,22 @@ __all__ = [
     "GROUPS_KEY",
     "GROUP_PREFIX",
     "PRUNE_AT",
+    "Membership",
     "add_member",
     "check_group_name",
     "end_group",
+    "generation_of",
     "group_sid",
     "groups_due",
     "joined",
     "left",
     "members",
+    "membership",
+    "new_generation",
     "remove_member",
 ]
+
+Membership = Literal["member", "lost", "ended"]
 
 GROUP_PREFIX = "storekit.group:"
 """The sid prefix of group index records; a cookie naming such a sid is refused."""
@@ -94,6 +108,32 @@ def members(record: dict[str, Any] | None, name: str) -> list[str]:
     return list(found)
 
 
+def generation_of(record: dict[str, Any] | None) -> str | None:
+    """The generation token of an index record, or None (no record, or one written before generations)."""
+    found = None if record is None else record.get("generation")
+    return found if isinstance(found, str) else None
+
+
+def new_generation() -> str:
+    """A fresh generation token for an index created now."""
+    return secrets.token_urlsafe(9)
+
+
+def membership(record: dict[str, Any] | None, name: str, sid: str, generation: str | None) -> Membership:
+    """Where session ``sid``, which joined group ``name``'s index of ``generation``, stands. Pure.
+
+    ``"ended"``: the index is gone or is another generation (the group was
+    ended since the join); ``"lost"``: the same index does not list the sid (a
+    concurrent join wrote over it), so the session must join again;
+    ``"member"``: listed. A session that knows no generation (stored by an
+    older storekit) is ``"lost"`` when not listed, never ``"ended"``.
+    """
+    listed = sid in members(record, name)
+    if generation is not None and (record is None or generation_of(record) != generation):
+        return "ended"
+    return "member" if listed else "lost"
+
+
 def _index_until(record: dict[str, Any] | None) -> float:
     if record is None:
         return 0.0
@@ -103,16 +143,19 @@ def _index_until(record: dict[str, Any] | None) -> float:
 
 
 def joined(
-    record: dict[str, Any] | None, alive: list[str], sid: str, *, until: float
-) -> tuple[dict[str, Any], float]:
-    """The index record once ``sid`` joined, and until when it lasts (at least ``until``).
+    record: dict[str, Any] | None, alive: list[str], sid: str, *, until: float, generation: str
+) -> tuple[dict[str, Any], float, str]:
+    """The index record once ``sid`` joined, until when it lasts (at least ``until``), and its
+    generation (the record's own, or ``generation`` for an index created now).
 
     Pure: ``alive`` is the members to keep, already pruned by the caller when
     there are more than :data:`PRUNE_AT` of them.
     """
     kept = [*alive, sid] if sid not in alive else list(alive)
     until = max(until, _index_until(record))
-    return {"members": kept, "cookie": cookie_json(max_age=None, expires=until)}, until
+    generation = generation_of(record) or generation
+    written = {"members": kept, "generation": generation, "cookie": cookie_json(max_age=None, expires=until)}
+    return written, until, generation
 
 
 def left(record: dict[str, Any] | None, name: str, sid: str) -> dict[str, Any] | None:
@@ -124,19 +167,19 @@ def left(record: dict[str, Any] | None, name: str, sid: str) -> dict[str, Any] |
     return {**record, "members": found}
 
 
-def add_member(store: Store, name: str, sid: str, *, until: float) -> float:
+def add_member(store: Store, name: str, sid: str, *, until: float) -> tuple[float, str]:
     """Put ``sid`` in group ``name``, keeping the index until at least ``until``.
 
-    Returns when the index now expires.
+    Returns when the index now expires, and its generation.
     """
     index = group_sid(name)
     record = store.get(index)
     alive = members(record, name)
     if len(alive) > PRUNE_AT:
         alive = [member for member in alive if store.get(member) is not None]
-    written, until = joined(record, alive, sid, until=until)
+    written, until, generation = joined(record, alive, sid, until=until, generation=new_generation())
     store.set(index, written)
-    return until
+    return until, generation
 
 
 def remove_member(store: Store, name: str, sid: str) -> None:
@@ -147,16 +190,19 @@ def remove_member(store: Store, name: str, sid: str) -> None:
         store.set(index, written)
 
 
-def end_group(store: Store, name: str) -> list[str]:
+def end_group(store: Store, name: str, *, destroy: Callable[[str], None] | None = None) -> list[str]:
     """Destroy every session of group ``name`` and the group itself.
 
     Returns the sids that were members. The index goes first, so a session
-    that joins while this runs starts a new group instead of being lost.
+    that joins while this runs starts a new generation instead of being lost;
+    a member that joined the old one is ended when next loaded (:func:`membership`).
+    Each member goes through ``destroy`` (the session core's, which a slow
+    request cannot undo), ``store.destroy`` by default.
     """
     index = group_sid(name)
     ended = members(store.get(index), name)
     store.destroy(index)
     for member in ended:
         if not member.startswith(GROUP_PREFIX):
-            store.destroy(member)
+            (destroy or store.destroy)(member)
     return ended

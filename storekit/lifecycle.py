@@ -4,13 +4,21 @@ Pure: nothing here calls a store or reads a request. A shell (WSGI, Flask,
 Django, ASGI) turns its request into arguments, calls these functions, and
 does what the answer says with its own I/O:
 
-* :func:`verified_sid`: which sid the ``Cookie`` header names, if any;
+* :func:`verified_sid`: which sid the ``Cookie`` header names, if any (of at
+  most :data:`MAX_CANDIDATES` values, so a hostile header costs a bounded
+  number of HMACs);
 * :func:`split_record` / :func:`record_of`: a stored session to and from the
   app's data, the express-session ``cookie`` and the groups;
+* :func:`group_check`: whether a loaded session's groups were ended since it
+  joined them, or lost its membership;
 * :func:`fingerprint`: the one way a change is detected;
 * :func:`decide` and :func:`plan`: at the end of a request, save, touch or
-  skip, the ``Set-Cookie`` value (set, delete or none), and ``Vary``;
-* :func:`group_steps`: the group indexes to write before the session is saved.
+  skip, whether the save may only replace a session still stored (``live``),
+  the ``Set-Cookie`` value (set, delete or none), and ``Vary``;
+* :func:`group_steps`: the group indexes to write before the session is saved;
+* :func:`ended_sid` / :func:`ended_record`: the short-lived marker a destroy
+  leaves behind for a store without ``replace``, and :func:`can_replace`;
+* :func:`load_failure_status`: the status of a request whose session could not load.
 
 The rules are express-session's (``shouldSave``, ``shouldTouch``,
 ``shouldSetCookie``), with the additions stated on :func:`decide`.
@@ -31,27 +39,42 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from storekit import groups as _groups
+from storekit.codec import MAX_SID_LENGTH, cookie_json
 from storekit.cookie import cookie_values, set_cookie_header, sign, signed_sids
-from storekit.errors import InvalidSessionData, cut
+from storekit.errors import InvalidSessionData, StoreUnavailable, cut
 from storekit.options import SessionConfig
 
 if TYPE_CHECKING:
     from storekit.session import Session
 
 __all__ = [
+    "ENDED_PREFIX",
+    "ENDED_TTL",
     "ESCAPE",
+    "MAX_CANDIDATES",
+    "RESERVED_PREFIXES",
     "Decision",
+    "GroupCheck",
     "GroupSteps",
     "Plan",
     "app_key",
+    "can_replace",
     "decide",
+    "ended_record",
+    "ended_sid",
     "fingerprint",
+    "group_check",
     "group_steps",
+    "load_failure_status",
     "plan",
     "record_of",
+    "rejoin",
     "set_cookie_value",
+    "split_groups",
     "split_record",
+    "stored_groups",
     "stored_key",
+    "untouched_plan",
     "vary_cookie",
     "verified_sid",
 ]
@@ -60,6 +83,20 @@ ESCAPE = "storekit.key:"
 """The prefix under which an app key that would clash with the record's own keys is stored."""
 
 Encode = Callable[[Any], Any]
+
+MAX_CANDIDATES = 4
+"""How many values of the session cookie's name a request may send and have verified: the
+first four. A browser sends one per matching path and domain; more are an attack on the
+HMAC (14,000 forged values in a 287 KB header would cost 14,000 HMACs per secret)."""
+
+ENDED_PREFIX = "storekit.ended:"
+"""The sid prefix of the marker a destroy leaves for a store without ``replace``."""
+
+ENDED_TTL = 300.0
+"""How long that marker lives (seconds): longer than the few store calls it guards."""
+
+RESERVED_PREFIXES = (_groups.GROUP_PREFIX, ENDED_PREFIX)
+"""Sid prefixes of storekit's own records; a cookie naming such a sid is refused."""
 
 
 _CLASHING = frozenset({"cookie", _groups.GROUPS_KEY})
@@ -76,7 +113,7 @@ def app_key(key: str) -> str:
     return key[len(ESCAPE) :] if key.startswith(ESCAPE) else key
 
 
-def fingerprint(data: Mapping[str, Any], groups: Mapping[str, float]) -> str:
+def fingerprint(data: Mapping[str, Any], groups: Mapping[str, Any]) -> str:
     """What "modified" compares: the JSON of the data (as stored) and the groups, without the cookie.
 
     Key order counts, as it does in the JSON the store keeps.
@@ -84,11 +121,21 @@ def fingerprint(data: Mapping[str, Any], groups: Mapping[str, float]) -> str:
     return json.dumps([data, groups], separators=(",", ":"), default=repr)  # the store validates
 
 
+def stored_groups(times: Mapping[str, float], generations: Mapping[str, str]) -> dict[str, Any]:
+    """The groups as a record keeps them: ``{name: [until, generation]}``, or a bare ``until``
+    for a group whose index generation is not known yet."""
+    return {
+        name: until if generations.get(name) is None else [until, generations[name]]
+        for name, until in times.items()
+    }
+
+
 def record_of(
-    data: Mapping[str, Any], cookie: dict[str, Any], groups: Mapping[str, float], encode: Encode | None = None
+    data: Mapping[str, Any], cookie: dict[str, Any], groups: Mapping[str, Any], encode: Encode | None = None
 ) -> dict[str, Any]:
     """The session as the store keeps it: ``cookie`` (from :func:`storekit.codec.cookie_json`),
-    the data with its keys escaped (and each value passed through ``encode``), the groups if any."""
+    the data with its keys escaped (and each value passed through ``encode``), the groups
+    (as :func:`stored_groups` writes them) if any."""
     record: dict[str, Any] = {"cookie": cookie}
     for key, value in data.items():
         record[stored_key(key)] = value if encode is None else encode(value)
@@ -108,31 +155,113 @@ def split_record(
         raise InvalidSessionData(
             f"the store returned {cut(record)} for sid {sid[:6]!r}..., not a session (a dict)"
         )
-    groups = record.get(_groups.GROUPS_KEY, {})
-    if not isinstance(groups, dict) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in groups.values()
-    ):
-        raise InvalidSessionData(
-            f"session[{_groups.GROUPS_KEY!r}] must map group names to times, got {cut(groups)}",
-            [_groups.GROUPS_KEY],
-        )
+    times, _ = _split_groups(record)
     data = {
         app_key(key): value if decode is None else decode(value)
         for key, value in record.items()
         if key not in ("cookie", _groups.GROUPS_KEY)
     }
-    return data, record.get("cookie"), dict(groups)
+    return data, record.get("cookie"), times
+
+
+def _is_time(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _split_groups(record: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+    groups = record.get(_groups.GROUPS_KEY, {})
+    times: dict[str, float] = {}
+    generations: dict[str, str] = {}
+    good = isinstance(groups, dict)
+    for name, value in groups.items() if good else ():
+        if _is_time(value):
+            times[name] = float(value)
+        elif isinstance(value, list) and len(value) == 2 and _is_time(value[0]) and isinstance(value[1], str):
+            times[name], generations[name] = float(value[0]), value[1]
+        else:
+            good = False
+    if not good:
+        raise InvalidSessionData(
+            f"session[{_groups.GROUPS_KEY!r}] must map group names to [until, generation], got {cut(groups)}",
+            [_groups.GROUPS_KEY],
+        )
+    return times, generations
+
+
+def split_groups(record: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+    """A stored session's groups: until when each index is known to last, and the generation
+    of each index it joined (groups stored without one are left out of the second).
+    Raises InvalidSessionData for groups that are not ``{name: [until, generation]}``."""
+    return _split_groups(record)
+
+
+@dataclass(frozen=True)
+class GroupCheck:
+    """What a loaded session's group indexes say: ``ended`` (a group it joined was ended
+    since: the session is over) or the groups whose index ``lost`` it (to join again)."""
+
+    ended: bool
+    lost: tuple[str, ...]
+
+
+def group_check(sid: str, record: dict[str, Any], indexes: Mapping[str, dict[str, Any] | None]) -> GroupCheck:
+    """Judge a loaded session by the current index of each of its groups (``indexes``, by name).
+
+    See :func:`storekit.groups.membership`: a group ended since the join ends
+    the session; a membership the index lost is joined again at the end of the
+    request.
+    """
+    _, generations = _split_groups(record)
+    verdicts = {
+        name: _groups.membership(index, name, sid, generations.get(name)) for name, index in indexes.items()
+    }
+    lost = tuple(sorted(name for name, verdict in verdicts.items() if verdict == "lost"))
+    return GroupCheck("ended" in verdicts.values(), lost)
+
+
+def rejoin(record: dict[str, Any], lost: tuple[str, ...]) -> dict[str, Any]:
+    """``record`` with the ``lost`` groups due (until 0), so the end of the request joins them again."""
+    if not lost:
+        return record
+    groups = dict(record[_groups.GROUPS_KEY])
+    for name in lost:
+        value = groups[name]
+        groups[name] = [0.0, value[1]] if isinstance(value, list) else 0.0
+    return {**record, _groups.GROUPS_KEY: groups}
+
+
+def ended_sid(sid: str) -> str | None:
+    """The sid of the marker that says ``sid`` was destroyed, or None when it would be too long."""
+    marker = ENDED_PREFIX + sid
+    return marker if len(marker) <= MAX_SID_LENGTH else None
+
+
+def ended_record(now: float) -> dict[str, Any]:
+    """The marker record: empty, expiring :data:`ENDED_TTL` from ``now``."""
+    return {"cookie": cookie_json(max_age=None, expires=now + ENDED_TTL)}
+
+
+def can_replace(store: object) -> bool:
+    """Whether ``store`` offers ``replace(sid, session) -> bool`` (set only while the sid is stored)."""
+    return callable(getattr(store, "replace", None))
+
+
+def load_failure_status(error: BaseException) -> int:
+    """503 when the store could not be reached (a transient outage), else 500 (what it holds is
+    not a session, or another bug)."""
+    return 503 if isinstance(error, (StoreUnavailable, ConnectionError, TimeoutError)) else 500
 
 
 def verified_sid(cookie_header: str | None, config: SessionConfig) -> tuple[str | None, bool]:
     """The sid of the first validly signed session cookie, and whether one was sent at all.
 
-    A signed sid that no store may hold (empty, too long, a group index)
-    counts as no cookie: a client never chooses its sid.
+    Only the first :data:`MAX_CANDIDATES` values of the name are verified. A
+    signed sid that no store may hold (empty, too long, one of storekit's own
+    records) counts as no cookie: a client never chooses its sid.
     """
-    values = cookie_values(cookie_header, config.cookie_name)
+    values = cookie_values(cookie_header, config.cookie_name, MAX_CANDIDATES)
     for sid in signed_sids(values, config.keys):
-        if not sid.startswith(_groups.GROUP_PREFIX):
+        if not sid.startswith(RESERVED_PREFIXES):
             return sid, True
     return None, bool(values)
 
@@ -166,12 +295,15 @@ class Decision:
 
     ``store``: ``"set"`` the session, ``"touch"`` it, or nothing. ``cookie``:
     ``"set"`` it, ``"delete"`` it, or leave the browser's as it is. ``vary``:
-    add ``Vary: Cookie``.
+    add ``Vary: Cookie``. ``live``: the session was loaded from the store, so
+    the ``set`` may only replace it while it is still stored (it may have been
+    destroyed elsewhere meanwhile; a write must not bring it back).
     """
 
     store: Literal["set", "touch"] | None
     cookie: Literal["set", "delete"] | None
     vary: bool
+    live: bool = False
 
 
 def decide(
@@ -180,7 +312,9 @@ def decide(
     """express-session's shouldSave / shouldTouch / shouldSetCookie, plus storekit's rules.
 
     Call it after ``session.cookie.reset()``. Beyond express-session: a
-    destroyed session deletes the cookie the request sent; a 5xx response
+    destroyed session deletes the cookie the request sent (not one that a
+    write found destroyed elsewhere, ``gone``: the request that destroyed it
+    may have set a newer cookie, such as a login's); a 5xx response
     saves nothing (as Django); ``always_set`` sends the cookie on every
     response and so also saves a new empty session (a cookie must name a
     stored session); a session that cannot get its cookie (Secure over plain
@@ -191,7 +325,7 @@ def decide(
     """
     config = session.config
     if session.destroyed:
-        return Decision(None, "delete" if had_cookie else None, True)
+        return Decision(None, "delete" if had_cookie and not session.gone else None, True)
     if status >= 500:
         return Decision(None, None, session.accessed)
     secure, _ = config.cookie_flags(request_secure)
@@ -213,24 +347,25 @@ def decide(
             (config.rolling and persistent)
             or config.always_set
             or changed
-            or (session.cookie.expires is not None and persistent and modified)
+            or (session.cookie.browser_expires is not None and modified)
         )
-        save = not session.is_saved() or changed
+        save = (not session.is_saved() and (modified or not store_can_touch)) or changed
     send = send and deliverable
     action: Literal["set", "touch"] | None = "set" if save else None
     if action is None and store_can_touch and not session.is_new:
         action = "touch"
     cookie: Literal["set"] | None = "set" if send else None
-    return Decision(action, cookie, session.accessed or cookie is not None)
+    return Decision(action, cookie, session.accessed or cookie is not None, live=not session.is_new)
 
 
 @dataclass(frozen=True)
 class Plan:
     """The end of a request, for the shell to carry out in this order.
 
-    ``store``: ``"set"`` or ``"touch"`` ``record`` under ``sid``, or nothing;
-    then add ``set_cookie`` (a ``Set-Cookie`` header value) if any, and
-    ``Vary: Cookie`` if ``vary``.
+    ``store``: ``"set"`` or ``"touch"`` ``record`` under ``sid``, or nothing
+    (a ``set`` only while the session is still stored when ``live``); then add
+    ``set_cookie`` (a ``Set-Cookie`` header value) if any, and ``Vary: Cookie``
+    if ``vary``.
     """
 
     store: Literal["set", "touch"] | None
@@ -238,6 +373,7 @@ class Plan:
     record: dict[str, Any] | None
     set_cookie: str | None
     vary: bool
+    live: bool = False
 
 
 def plan(
@@ -263,7 +399,13 @@ def plan(
         record,
         set_cookie_value(session, decision.cookie, request_secure),
         decision.vary,
+        decision.live,
     )
+
+
+def untouched_plan(sid: str) -> Plan:
+    """The end of a request whose app never used its session: no store call, no header."""
+    return Plan(None, sid, None, None, False)
 
 
 def set_cookie_value(
@@ -283,7 +425,7 @@ def set_cookie_value(
         value, expires, now = "", 0.0, 0.0
     else:
         value, now = sign(session.id, config.keys[0]), config.clock()
-        expires = cookie.expires if cookie.persistent else None
+        expires = cookie.browser_expires
     return set_cookie_header(
         config.cookie_name,
         value,

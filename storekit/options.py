@@ -15,10 +15,14 @@ from storekit.codec import check_seconds, cookie_json, parse_expires
 from storekit.cookie import SAME_SITE, check_attribute, check_cookie_name, check_secrets, generate_sid
 from storekit.errors import InvalidSessionData, cut
 
-__all__ = ["DEFAULT_GROUP_TTL", "SessionConfig", "SessionCookie", "request_is_secure"]
+__all__ = ["DEFAULT_GROUP_TTL", "DEFAULT_TTL", "SessionConfig", "SessionCookie", "request_is_secure"]
 
 DEFAULT_GROUP_TTL = 400 * 86400.0
 """How long a group index lives past its last join (400 days, browsers' cap on a cookie's life)."""
+
+DEFAULT_TTL = 86400.0
+"""How long a session whose cookie has no expiry (``max_age=None``) lives in the store after its
+last use: one day, as connect-redis's default ``ttl`` for express-session."""
 
 BROWSER_SESSION = "a browser-session cookie"
 
@@ -36,12 +40,15 @@ class SessionConfig:
     ``secret`` is a str or bytes, or a list of them: the first signs new
     cookies, every one verifies, so a secret is rotated by putting the new
     one first. ``max_age`` is in seconds; ``None`` gives a browser-session
-    cookie, and the store's default TTL applies to the stored session.
+    cookie, and the stored session then expires ``ttl`` seconds after its
+    last use (one day by default; ``ttl=None`` leaves it to the store's
+    default TTL, which for the reference stores is for ever).
     """
 
     secret: str | bytes | list[str | bytes] | tuple[str | bytes, ...] = field(repr=False)
     cookie_name: str = "connect.sid"
     max_age: float | None = None
+    ttl: float | None = DEFAULT_TTL
     rolling: bool = False
     resave: bool = False
     save_uninitialized: bool = False
@@ -62,6 +69,11 @@ class SessionConfig:
         object.__setattr__(self, "keys", check_secrets(self.secret))
         check_cookie_name(self.cookie_name)
         object.__setattr__(self, "max_age", check_seconds("max_age", self.max_age, none=BROWSER_SESSION))
+        object.__setattr__(
+            self,
+            "ttl",
+            check_seconds("ttl", self.ttl, none="the store's default TTL", hint="; the default is one day"),
+        )
         flags = (
             "rolling",
             "resave",
@@ -120,12 +132,15 @@ def request_is_secure(scheme: str, forwarded_proto: str | None, *, trust_proxy: 
 class SessionCookie:
     """The session's cookie as express-session keeps it: an original max age and an expiry.
 
-    ``max_age`` is in seconds; ``expires`` is POSIX seconds or None (a
-    browser-session cookie). Setting ``max_age`` restarts the expiry and
-    sends the cookie again, as ``req.session.cookie.maxAge = ms`` does.
-    ``persistent`` False keeps the browser's copy a browser-session cookie
-    while the store still expires the session at ``expires`` (a Flask
-    session that is not permanent).
+    ``max_age`` is in seconds; ``expires`` is POSIX seconds or None. Setting
+    ``max_age`` restarts the expiry and sends the cookie again, as
+    ``req.session.cookie.maxAge = ms`` does. ``expires`` is when the store
+    drops the session; the browser's copy carries it (``browser_expires``)
+    only when the cookie has a max age of its own and is ``persistent``.
+    Without a max age, ``ttl`` (the option) gives the stored session its
+    expiry while the browser keeps a browser-session cookie; ``persistent``
+    False does the same for a cookie with a max age (a Flask session that is
+    not permanent).
     """
 
     def __init__(
@@ -135,17 +150,26 @@ class SessionCookie:
         clock: Callable[[], float],
         *,
         persistent: bool = True,
+        ttl: float | None = None,
     ) -> None:
         self.original_max_age = max_age
         self.expires = expires
         self.changed = False
         self.persistent = persistent
+        self.ttl = ttl
         self._clock = clock
+
+    @classmethod
+    def new(cls, config: SessionConfig) -> SessionCookie:
+        """The cookie of a new session under ``config`` (no expiry until :meth:`reset`)."""
+        return cls(config.max_age, None, config.clock, ttl=config.ttl)
 
     @property
     def max_age(self) -> float | None:
         """Seconds left before the cookie expires, or None for a browser-session cookie."""
-        return None if self.expires is None else self.expires - self._clock()
+        if self.original_max_age is None or self.expires is None:
+            return None
+        return self.expires - self._clock()
 
     @max_age.setter
     def max_age(self, seconds: float | None) -> None:
@@ -153,9 +177,15 @@ class SessionCookie:
         self.reset()
         self.changed = True
 
+    @property
+    def browser_expires(self) -> float | None:
+        """The expiry the browser's copy carries, or None for a browser-session cookie."""
+        return self.expires if self.persistent and self.original_max_age is not None else None
+
     def reset(self) -> None:
-        """Restart the expiry from now (express-session's ``resetMaxAge``)."""
-        age = self.original_max_age
+        """Restart the expiry from now (express-session's ``resetMaxAge``); without a max age,
+        the stored session gets ``ttl`` from now, if any."""
+        age = self.ttl if self.original_max_age is None else self.original_max_age
         self.expires = None if age is None else self._clock() + age
 
     def to_json(self, config: SessionConfig, secure: bool) -> dict[str, Any]:
@@ -174,7 +204,7 @@ class SessionCookie:
     def from_json(cls, data: object, config: SessionConfig) -> SessionCookie:
         """Read a stored ``cookie``; its flags give way to the options, its expiry is kept."""
         if data is None:
-            return cls(config.max_age, None, config.clock)
+            return cls.new(config)
         if not isinstance(data, dict):
             raise InvalidSessionData(f"session['cookie'] must be an object, got {cut(data)}", ["cookie"])
         age = data.get("originalMaxAge")
@@ -189,4 +219,5 @@ class SessionCookie:
             None if age is None else age / 1000,
             None if expires is None else parse_expires(expires),
             config.clock,
+            ttl=config.ttl,
         )

@@ -7,14 +7,37 @@ async shell awaits the same calls in the same order.
 
 from __future__ import annotations
 
+from typing import Any
+
 from storekit import groups as _groups
 from storekit import lifecycle
 from storekit.contract import Store, SupportsTouch
 from storekit.lifecycle import Plan
 from storekit.options import SessionConfig
-from storekit.session import Session
+from storekit.session import Session, destroy_record, write_live
 
-__all__ = ["end_request", "open_session"]
+__all__ = ["end_request", "load_record", "open_session"]
+
+
+def load_record(store: Store, sid: str, now: float) -> Any:
+    """The record stored under ``sid`` as a request may load it: None when there is none, or
+    when a group it joined was ended since (the record is then destroyed); its lost
+    memberships marked due, so that the end of the request joins them again.
+
+    One ``get``, and one more per group the session belongs to (its index).
+    Raises what the store raises.
+    """
+    record = store.get(sid)
+    if not isinstance(record, dict):
+        return record  # None, or not a session (Session.from_record says so)
+    names = sorted(lifecycle.split_groups(record)[0])
+    if not names:
+        return record
+    check = lifecycle.group_check(sid, record, {name: store.get(_groups.group_sid(name)) for name in names})
+    if check.ended:
+        destroy_record(store, sid, now)
+        return None
+    return lifecycle.rejoin(record, check.lost)
 
 
 def open_session(
@@ -24,16 +47,21 @@ def open_session(
     *,
     session_class: type[Session] = Session,
 ) -> tuple[Session, bool]:
-    """The request's session (the stored one, or a fresh one with a fresh sid), and whether
-    a session cookie was sent. Raises what the store raises, and InvalidSessionData for a
-    stored record that is not a session."""
+    """The request's session, and whether a session cookie was sent.
+
+    Without a valid cookie, a fresh session with a fresh sid; with one, the
+    stored session, loaded from the store when the app first uses it
+    (:meth:`Session.deferred`, :func:`load_record`): a request that never uses
+    it makes no store call, and a failed load raises
+    :class:`~storekit.session.SessionUnavailable` where the app uses it.
+    """
     cookie_sid, had_cookie = lifecycle.verified_sid(cookie_header, config)
     if cookie_sid is None:
         return session_class.fresh(config, store), had_cookie
-    record = store.get(cookie_sid)
-    if record is None:  # expired or destroyed: never adopt the client's sid
-        return session_class.fresh(config, store, cookie_sid=cookie_sid), had_cookie
-    return session_class.from_record(cookie_sid, record, config, store), had_cookie
+    sid = cookie_sid
+    return session_class.deferred(
+        config, store, sid, lambda: load_record(store, sid, config.clock())
+    ), had_cookie
 
 
 def end_request(
@@ -48,26 +76,41 @@ def end_request(
     """Do the store writes the end of this request needs, and return the plan whose headers
     the shell adds. ``can_touch`` False keeps an unchanged session's expiry where it is.
 
-    The group indexes are written first, then the session (``set`` or
-    ``touch``); raises what the store raises, before any header is decided.
+    A session the app never used (or could not load) costs nothing: no store
+    call, no header. Otherwise the group indexes are written first, then the
+    session: ``touch``, ``set`` for a new one, and for one loaded from the store
+    a set only while it is still stored (:func:`~storekit.session.write_live`);
+    if it was destroyed meanwhile, nothing is written and the plan sets no
+    cookie (the browser's may already be a newer one, from a login). Raises
+    what the store raises, before any header is decided.
     """
+    if not session.needed_at_end():
+        return lifecycle.untouched_plan(session.cookie_sid or "")
     if not session.destroyed and status < 500:
         session.cookie.reset()  # express-session restarts the expiry on every request
         steps = lifecycle.group_steps(session, session.config.clock())
         for name in steps.leave:
             _groups.remove_member(store, name, session.id)
         for name in steps.join:
-            session.note_group(name, _groups.add_member(store, name, session.id, until=steps.until))
+            session.note_group(name, *_groups.add_member(store, name, session.id, until=steps.until))
     toucher = store if can_touch and isinstance(store, SupportsTouch) else None
-    plan = lifecycle.plan(
-        session,
-        status=status,
-        request_secure=request_secure,
-        had_cookie=had_cookie,
-        store_can_touch=toucher is not None,
-    )
+
+    def decided() -> Plan:
+        return lifecycle.plan(
+            session,
+            status=status,
+            request_secure=request_secure,
+            had_cookie=had_cookie,
+            store_can_touch=toucher is not None,
+        )
+
+    plan = decided()
     if plan.store == "set" and plan.record is not None:
-        store.set(plan.sid, plan.record)
+        if not plan.live:
+            store.set(plan.sid, plan.record)
+        elif not write_live(store, plan.sid, plan.record):
+            session.mark_gone()  # logged out elsewhere while this request ran: stay logged out
+            plan = decided()
     elif plan.store == "touch" and plan.record is not None and toucher is not None:
         toucher.touch(plan.sid, plan.record)
     return plan

@@ -1,13 +1,16 @@
 """SessionMiddleware: the WSGI shell over :mod:`storekit.session`.
 
-It reads the cookie, loads the session into ``environ["storekit.session"]``
-(:func:`storekit.request.open_session`), runs the app, and before the
-response's headers go out (so before the client can see any of it, and so
-before it can send its next request) saves, touches or destroys as the core
-decides (:func:`storekit.request.end_request`), then adds the headers the
-plan names. A store error gives a
-500 and a log line on the ``storekit.session`` logger, never a silently empty
-session. Nothing is saved when the app raises or answers 5xx.
+It reads the cookie, puts the session into ``environ["storekit.session"]``
+(:func:`storekit.request.open_session`; it is loaded from the store when the
+app first uses it), runs the app, and before the response's headers go out (so
+before the client can see any of it, and so before it can send its next
+request) saves, touches or destroys as the core decides
+(:func:`storekit.request.end_request`), then adds the headers the plan names.
+A store that fails to load a session the app uses gives a 503 (500 for a
+record that is not a session) and one log line on the ``storekit.session``
+logger, never a silently empty session; a request that never uses the session
+is not affected. A failed save gives a 500. Nothing is saved when the app
+raises or answers 5xx.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ from storekit import groups as _groups
 from storekit.contract import Store, check_store
 from storekit.cookie import generate_sid
 from storekit.lifecycle import vary_cookie
-from storekit.options import DEFAULT_GROUP_TTL, SessionConfig, request_is_secure
+from storekit.options import DEFAULT_GROUP_TTL, DEFAULT_TTL, SessionConfig, request_is_secure
 from storekit.request import end_request, open_session
-from storekit.session import Session
+from storekit.session import Session, SessionUnavailable, destroy_record
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -37,7 +40,7 @@ ENVIRON_KEY = "storekit.session"
 
 log = logging.getLogger("storekit.session")
 
-_ERROR_BODY = b"Internal Server Error\n"
+_REASONS = {500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 def session_of(environ: WSGIEnvironment) -> Session:
@@ -73,6 +76,7 @@ class SessionMiddleware:
         secret: str | bytes | list[str | bytes] | tuple[str | bytes, ...],
         cookie_name: str = "connect.sid",
         max_age: float | None = None,
+        ttl: float | None = DEFAULT_TTL,
         rolling: bool = False,
         resave: bool = False,
         save_uninitialized: bool = False,
@@ -94,6 +98,7 @@ class SessionMiddleware:
             secret=secret,
             cookie_name=cookie_name,
             max_age=max_age,
+            ttl=ttl,
             rolling=rolling,
             resave=resave,
             save_uninitialized=save_uninitialized,
@@ -112,17 +117,14 @@ class SessionMiddleware:
 
     def end_group(self, name: str) -> int:
         """End every session of group ``name`` ("log out everywhere"); returns how many it held."""
-        return len(_groups.end_group(self.store, name))
+        store, clock = self.store, self.config.clock
+        return len(_groups.end_group(store, name, destroy=lambda sid: destroy_record(store, sid, clock())))
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
         if not (path or "/").startswith(self.config.path):
             return self.app(environ, start_response)  # express-session: no session outside the path
-        try:
-            session, had_cookie = open_session(self.config, self.store, environ.get("HTTP_COOKIE"))
-        except Exception:
-            log.exception("storekit: could not load session from %r; answering 500", self.store)
-            return _error(start_response)
+        session, had_cookie = open_session(self.config, self.store, environ.get("HTTP_COOKIE"))
         environ[ENVIRON_KEY] = session
         session.request_secure = secure = request_is_secure(
             environ.get("wsgi.url_scheme", "http"),
@@ -132,10 +134,14 @@ class SessionMiddleware:
         return _Exchange(self, session, secure, had_cookie, start_response).run(environ)
 
 
-def _error(start_response: StartResponse, exc_info: OptExcInfo | None = None) -> list[bytes]:
-    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(_ERROR_BODY)))]
-    start_response("500 Internal Server Error", headers, exc_info)
-    return [_ERROR_BODY]
+def _error(
+    start_response: StartResponse, exc_info: OptExcInfo | None = None, status: int = 500
+) -> list[bytes]:
+    reason = _REASONS[status]
+    body = f"{reason}\n".encode()
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+    start_response(f"{status} {reason}", headers, exc_info)
+    return [body]
 
 
 def _add_vary(headers: list[tuple[str, str]]) -> None:
@@ -205,7 +211,10 @@ class _Exchange:
         self.server_write = self.server_start_response(self.status, headers)
 
     def run(self, environ: WSGIEnvironment) -> Iterable[bytes]:
-        result = self.middleware.app(environ, self.start_response)  # raises: nothing is saved
+        try:
+            result = self.middleware.app(environ, self.start_response)  # raises: nothing is saved
+        except SessionUnavailable as exc:
+            return self.unavailable(exc)
         chunks = iter(result)
         head: list[bytes] = []
         try:
@@ -216,6 +225,11 @@ class _Exchange:
                         break
             if not self.committed:
                 self.commit()
+        except SessionUnavailable as exc:
+            _close(result)
+            if self.committed:
+                raise
+            return self.unavailable(exc)
         except Exception:
             _close(result)
             if self.committed and self.server_write is None:  # the store failed: headers not sent
@@ -228,6 +242,13 @@ class _Exchange:
                 return _error(self.server_start_response, sys.exc_info())
             raise
         return _Body(head, chunks, result)
+
+    def unavailable(self, exc: SessionUnavailable) -> list[bytes]:
+        """The app let the session's failed load through: its status (logged where it failed)."""
+        if self.committed:
+            raise exc
+        self.committed = True
+        return _error(self.server_start_response, sys.exc_info(), exc.status)
 
 
 def _close(result: Iterable[bytes]) -> None:

@@ -242,8 +242,15 @@ def test_a_write_sets_the_wsgi_shells_cookie_and_stores_the_session(make: Any, m
     sid = sid_of(response)
     (header,) = set_cookies(response)
     assert header.startswith("connect.sid=s%3A")
+    expires = "2026-11-23T10:00:00.000Z"  # ttl: one day after the last use (issue 11)
     assert memory.get(sid) == {
-        "cookie": {"originalMaxAge": None, "expires": None, "httpOnly": True, "path": "/", "sameSite": "lax"},
+        "cookie": {
+            "originalMaxAge": None,
+            "expires": expires,
+            "httpOnly": True,
+            "path": "/",
+            "sameSite": "lax",
+        },
         "n": 1,
     }
 
@@ -642,10 +649,13 @@ def test_a_validly_signed_unknown_sid_is_never_adopted(make: Any, memory: Memory
 
 
 def test_of_many_cookies_of_the_name_the_first_valid_one_counts(make: Any, memory: MemoryStore) -> None:
+    """Behaviour changed (issue 11): only the first four values of the name are verified."""
     memory.set("sid-one", {"n": 1})
     memory.set("sid-two", {"n": 2})
-    many = "; ".join(["connect.sid=garbage"] * 50 + [cookie("sid-two"), cookie("sid-one")])
+    many = "; ".join(["connect.sid=garbage"] * 2 + [cookie("sid-two"), cookie("sid-one")])
     assert json.loads(get(make(), "/read", cookie=many).text)["data"] == {"n": 2}
+    late = "; ".join(["connect.sid=garbage"] * 50 + [cookie("sid-two")])
+    assert json.loads(get(make(), "/read", cookie=late).text)["data"] == {}
 
 
 # -- errors -----------------------------------------------------------------------
@@ -671,14 +681,15 @@ def test_the_options_are_the_wsgi_middlewares() -> None:
         assert (asgi[name].kind, asgi[name].default) == (wsgi[name].kind, wsgi[name].default)
 
 
-def test_a_store_failure_on_load_is_a_500_and_a_log_line(
+def test_a_store_failure_on_load_is_a_503_and_a_log_line(
     make: Any, store: SpyStore, memory: MemoryStore, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Behaviour changed (issue 11): an outage is a 503, raised where the app first uses the session."""
     memory.set("sid-one", {"n": 1})
     store.fail.add("get")
     with caplog.at_level(logging.ERROR, logger="storekit.session"):
         response = get(make(), "/inc", cookie=cookie("sid-one"))
-    assert (response.status_code, response.text) == (500, "Internal Server Error\n")
+    assert (response.status_code, response.text) == (503, "Service Unavailable\n")
     assert "could not load session" in caplog.text
     assert "the backend at 127.0.0.1:1 is down" in caplog.text
     assert memory.get("sid-one") == {"n": 1}
@@ -757,20 +768,45 @@ def test_a_websocket_without_a_cookie_gets_an_empty_new_session(client: Any) -> 
     assert (reply["data"], reply["new"]) == ({}, True)
 
 
-def test_a_websocket_whose_store_fails_is_refused_with_a_500(
-    client: Any, store: SpyStore, caplog: pytest.LogCaptureFixture
+def test_a_websocket_whose_store_fails_is_refused_with_a_503(
+    make: Any, store: SpyStore, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Behaviour changed (issue 11): refused where the app first uses the session, with 503;
+    after the accept, closed with 1011; a socket that never uses it is served."""
     testclient = pytest.importorskip("starlette.testclient")
-    client.get("/inc")
-    store.fail.add("get")
-    with (
-        caplog.at_level(logging.ERROR, logger="storekit.session"),
-        pytest.raises(testclient.WebSocketDenialResponse) as denied,
-        client.websocket_connect("/ws"),
-    ):
-        pass
-    assert denied.value.status_code == 500
-    assert "could not load session" in caplog.text
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await demo(scope, receive, send)
+            return
+        await receive()
+        if scope["path"] == "/early":
+            session_of(scope).get("n")
+        await send({"type": "websocket.accept"})
+        if scope["path"] == "/late":
+            session_of(scope).get("n")
+        await send({"type": "websocket.send", "text": "served"})
+        await send({"type": "websocket.close", "code": 1000})
+
+    with testclient.TestClient(make(app)) as client:
+        client.get("/inc")
+        store.fail.add("get")
+        with (
+            caplog.at_level(logging.ERROR, logger="storekit.session"),
+            pytest.raises(testclient.WebSocketDenialResponse) as denied,
+            client.websocket_connect("/early"),
+        ):
+            pass
+        assert denied.value.status_code == 503
+        assert "could not load session" in caplog.text
+        with (
+            client.websocket_connect("/late") as socket,
+            pytest.raises(testclient.WebSocketDisconnect) as closed,
+        ):
+            socket.receive_text()
+        assert closed.value.code == 1011
+        with client.websocket_connect("/never") as socket:
+            assert socket.receive_text() == "served"
 
 
 def test_a_websocket_session_can_be_reloaded_and_destroyed(make: Any, memory: MemoryStore) -> None:

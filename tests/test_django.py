@@ -56,7 +56,17 @@ def logout(request: HttpRequest) -> JsonResponse:
     return JsonResponse({})
 
 
-urlpatterns = [path("count", count), path("read", read), path("login", login), path("logout", logout)]
+def health(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"up": True})  # never touches request.session
+
+
+urlpatterns = [
+    path("count", count),
+    path("read", read),
+    path("login", login),
+    path("logout", logout),
+    path("health", health),
+]
 
 
 @contextlib.contextmanager
@@ -240,4 +250,105 @@ def test_the_setup_in_docs_frameworks_md_works() -> None:
         client.get("/count")
         assert client.get("/count").json() == {"n": 2}
         assert engine.get_store().get(session_key(client))["n"] == 2
+    engine._stores.clear()
+
+
+class _Replacing:
+    """A MemoryStore with the conditional write of contract v2 (replace only while stored)."""
+
+    def __init__(self) -> None:
+        from storekit.reference import MemoryStore
+
+        self.inner = MemoryStore()
+        self.replaced: list[str] = []
+
+    def get(self, sid: str) -> Any:
+        return self.inner.get(sid)
+
+    def set(self, sid: str, session: dict[str, Any]) -> None:
+        self.inner.set(sid, session)
+
+    def destroy(self, sid: str) -> None:
+        self.inner.destroy(sid)
+
+    def replace(self, sid: str, session: dict[str, Any]) -> bool:
+        self.replaced.append(sid)
+        if self.inner.get(sid) is None:
+            return False
+        self.inner.set(sid, session)
+        return True
+
+
+replacing_store = _Replacing()
+
+
+def test_save_uses_the_stores_replace_and_a_logout_is_not_undone() -> None:
+    engine._stores.clear()
+    with override_settings(STOREKIT_SESSION_STORE=f"{__name__}:replacing_store"):
+        first = engine.SessionStore()
+        first["a"] = 1
+        first.create()
+        key = first.session_key
+        first["a"] = 2
+        first.save()
+        assert replacing_store.replaced == [key]
+        engine.SessionStore(key).delete()  # a logout in another request
+        first["a"] = 3
+        with pytest.raises(UpdateError):
+            first.save()
+        assert replacing_store.get(key) is None
+        assert not [sid for sid in replacing_store.inner.all() if sid.startswith("storekit.ended:")]
+    engine._stores.clear()
+
+
+def test_a_logout_leaves_a_marker_that_a_racing_save_finds(store: Any) -> None:
+    first = engine.SessionStore()
+    first["a"] = 1
+    first.create()
+    key = first.session_key
+    engine.SessionStore(key).delete()
+    assert store.get("storekit.ended:" + key) is not None  # what a write in flight looks for
+
+
+class _Outage:
+    def __init__(self) -> None:
+        from storekit.reference import MemoryStore
+
+        self.inner = MemoryStore()
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            from storekit import StoreUnavailable
+
+            raise StoreUnavailable("redis at 127.0.0.1:6379 did not answer within 2.0s")
+
+    def get(self, sid: str) -> Any:
+        self._check()
+        return self.inner.get(sid)
+
+    def set(self, sid: str, session: dict[str, Any]) -> None:
+        self._check()
+        self.inner.set(sid, session)
+
+    def destroy(self, sid: str) -> None:
+        self._check()
+        self.inner.destroy(sid)
+
+
+outage_store = _Outage()
+
+
+def test_during_an_outage_a_view_that_never_uses_the_session_is_served() -> None:
+    """Django loads the session lazily: only the views that use it fail (Django's 500)."""
+    engine._stores.clear()
+    with override_settings(STOREKIT_SESSION_STORE=f"{__name__}:outage_store"):
+        client = Client(raise_request_exception=False)
+        assert client.get("/count").json() == {"n": 1}
+        outage_store.down = True
+        try:
+            assert client.get("/health").json() == {"up": True}
+            assert client.get("/read").status_code == 500
+        finally:
+            outage_store.down = False
     engine._stores.clear()

@@ -266,6 +266,39 @@ def test_the_setup_in_docs_frameworks_md_works() -> None:
     assert client.get("/").json == {"visits": 2}
 
 
+def test_the_login_in_docs_frameworks_md_regenerates_and_the_logout_is_final() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "frameworks.md").read_text()
+    setup = text.split("<!-- example: flask -->\n```python\n", 1)[1].split("```", 1)[0]
+    views = text.split("<!-- example: flask-login -->\n```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {"__name__": "docs_example"}
+    exec(compile(setup + views, "docs/frameworks.md", "exec"), namespace)
+    app = namespace["app"]
+
+    @app.get("/whoami")
+    def whoami() -> str:
+        return str(flask.session.get("user", "nobody"))
+
+    @app.get("/plant")
+    def plant() -> str:
+        flask.session["attacker"] = True
+        return "planted"
+
+    attacker = app.test_client()
+    attacker.get("/plant")
+    planted = attacker.get_cookie("session")
+    assert planted is not None
+    victim = app.test_client()
+    victim.set_cookie("session", planted.value)
+    victim.post("/login")
+    assert victim.get_cookie("session").value != planted.value  # type: ignore[union-attr]
+    assert attacker.get("/whoami").text == "nobody"  # the planted session no longer logs in as ada
+    assert victim.get("/whoami").text == "ada"
+    victim.post("/logout")
+    assert victim.get("/whoami").text == "nobody"
+
+
 class TouchCounter(MemoryStore):
     def __init__(self) -> None:
         super().__init__()

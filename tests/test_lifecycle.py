@@ -180,11 +180,12 @@ def test_the_store_sees_open_then_end_in_order() -> None:
 def test_the_index_arithmetic_is_pure() -> None:
     from storekit.groups import joined, left
 
-    record, until = joined(None, [], "a", until=T0 + 10)
-    assert (record["members"], until) == (["a"], T0 + 10)
+    record, until, generation = joined(None, [], "a", until=T0 + 10, generation="g1")
+    assert (record["members"], until, generation) == (["a"], T0 + 10, "g1")
     assert record["cookie"]["expires"] == "2026-11-22T10:00:10.000Z"
-    again, later = joined(record, ["a"], "b", until=T0 + 5)
+    again, later, kept = joined(record, ["a"], "b", until=T0 + 5, generation="g2")
     assert (again["members"], later) == (["a", "b"], T0 + 10)  # an index never shrinks its life
+    assert kept == again["generation"] == "g1"  # an index keeps its generation
     assert left(again, "g", "a") == {**again, "members": ["b"]}
     assert left(again, "g", "nobody") is None
     assert left(None, "g", "a") is None

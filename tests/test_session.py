@@ -447,9 +447,11 @@ def test_a_loaded_unmodified_session_is_touched_not_saved_nor_sent() -> None:
     assert decision(loaded(config, store, {"a": 1}), touch=False) == (None, None, False)
 
 
-def test_resave_saves_an_unmodified_session() -> None:
+def test_resave_saves_an_unmodified_session_only_where_the_store_cannot_touch() -> None:
+    """A touch of a session destroyed meanwhile creates nothing (touch.2); a set would bring it back."""
     config, store, _ = make(resave=True)
-    assert decision(loaded(config, store, {"a": 1})) == ("set", None, False)
+    assert decision(loaded(config, store, {"a": 1})) == ("touch", None, False)
+    assert decision(loaded(config, store, {"a": 1}), touch=False) == ("set", None, False)
 
 
 @pytest.mark.parametrize("option", ["rolling", "always_set"])

@@ -385,11 +385,13 @@ def test_without_touch_and_resave_an_unmodified_session_is_not_written(
 
 
 def test_resave_writes_an_unmodified_session(make: Any, memory: MemoryStore) -> None:
+    """Behaviour changed (issue 11): the write of a loaded session checks that it is still stored
+    (get), sets it, then looks for a logout marker (get)."""
     store = SpyStore(memory)
     app = make(store=store, resave=True)
     app.get("/inc")
     app.get("/read")
-    assert store.ops() == ["set", "get", "set"]
+    assert store.ops() == ["set", "get", "get", "set", "get"]
 
 
 def test_save_uninitialized_stores_and_sends_an_empty_session(make: Any, memory: MemoryStore) -> None:
@@ -405,13 +407,15 @@ def test_always_set_sends_the_cookie_on_every_response(make: Any, memory: Memory
 
 
 def test_without_max_age_the_cookie_is_a_browser_session_cookie(make: Any, memory: MemoryStore) -> None:
+    """Behaviour changed (issue 11): the stored session now expires one day (``ttl``) after its last use."""
     response = make().get("/inc")
     (header,) = set_cookies(response)
     assert "Expires" not in header
     assert "Max-Age" not in header
     stored = memory.get(sid_of(response))
     assert stored is not None
-    assert stored["cookie"]["expires"] is None
+    assert stored["cookie"]["expires"] == "2026-11-23T10:00:00.000Z"
+    assert stored["cookie"]["originalMaxAge"] is None
 
 
 def test_cookie_flags_are_written(make: Any, memory: MemoryStore) -> None:
@@ -426,7 +430,7 @@ def test_cookie_flags_are_written(make: Any, memory: MemoryStore) -> None:
     assert stored is not None
     assert stored["cookie"] == {
         "originalMaxAge": None,
-        "expires": None,
+        "expires": "2026-11-23T10:00:00.000Z",  # ttl: one day (issue 11)
         "secure": True,
         "httpOnly": False,
         "domain": "example.org",
@@ -637,20 +641,35 @@ def test_a_foreign_record_under_the_group_prefix_is_an_error(memory: MemoryStore
 # -- failures ---------------------------------------------------------------------------
 
 
-def test_a_store_failure_on_load_is_a_500_and_a_log_line(
+def test_a_store_failure_on_load_is_a_503_and_a_log_line(
     make: Any, store: SpyStore, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Behaviour changed (issue 11): an outage is a 503, raised where the app first uses the session."""
     app = make()
     app.get("/inc")
     store.fail = {"get"}
     with caplog.at_level(logging.ERROR, logger="storekit.session"):
-        response = app.get("/inc", status=500)
-    assert response.text == "Internal Server Error\n"
+        response = app.get("/inc", status=503)
+    assert response.text == "Service Unavailable\n"
     assert set_cookies(response) == []
     (record,) = caplog.records
     assert "could not load session" in record.getMessage()
     assert record.exc_info is not None
     assert isinstance(record.exc_info[1], StoreUnavailable)
+
+
+def test_during_an_outage_a_route_that_never_uses_the_session_works(
+    make: Any, store: SpyStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make()
+    app.get("/inc")
+    store.fail = {"get", "set", "touch", "destroy"}
+    calls = len(store.calls)
+    with caplog.at_level(logging.ERROR, logger="storekit.session"):
+        response = app.get("/")  # the demo's "/" never reads the session
+    assert (response.status_int, response.text, set_cookies(response)) == (200, "ok", [])
+    assert len(store.calls) == calls  # not even a get
+    assert caplog.records == []
 
 
 def test_a_store_failure_on_save_is_a_500_and_the_store_is_untouched(
