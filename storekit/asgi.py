@@ -19,18 +19,17 @@ of its handshake's cookie. Other scopes (``lifespan``) pass through untouched.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Literal
+from typing import Any
 
 from storekit import agroups
 from storekit.arequest import end_request, open_session
 from storekit.asession import AsyncSession, WebSocketSession, adestroy_record
-from storekit.contract import AsyncStore, check_store
-from storekit.cookie import generate_sid
+from storekit.contract import AsyncStore
 from storekit.lifecycle import vary_cookie
-from storekit.options import DEFAULT_GROUP_TTL, DEFAULT_TTL, SessionConfig, request_is_secure
+from storekit.options import request_is_secure
 from storekit.session import SessionUnavailable
+from storekit.shell import SessionShell
 
 __all__ = ["SCOPE_KEY", "SessionMiddleware", "session_of"]
 
@@ -68,7 +67,7 @@ def _short(sid: str) -> str:
     return sid[:6] + "..."
 
 
-class SessionMiddleware:
+class SessionMiddleware(SessionShell[ASGIApp, AsyncStore]):
     """Sessions in any conforming async store for an ASGI app.
 
     ``SessionMiddleware(app, store, secret="...")``, or with Starlette and
@@ -77,52 +76,8 @@ class SessionMiddleware:
     (:class:`storekit.options.SessionConfig`), and the cookie is the same.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        store: AsyncStore,
-        *,
-        secret: str | bytes | list[str | bytes] | tuple[str | bytes, ...],
-        cookie_name: str = "connect.sid",
-        max_age: float | None = None,
-        ttl: float | None = DEFAULT_TTL,
-        rolling: bool = False,
-        resave: bool = False,
-        save_uninitialized: bool = False,
-        always_set: bool = False,
-        http_only: bool = True,
-        secure: bool | Literal["auto"] = False,
-        same_site: str | None = "lax",
-        path: str = "/",
-        domain: str | None = None,
-        partitioned: bool = False,
-        trust_proxy: bool = False,
-        group_ttl: float = DEFAULT_GROUP_TTL,
-        clock: Callable[[], float] = time.time,
-        genid: Callable[[], str] = generate_sid,
-    ) -> None:
-        self.app = app
-        self.store: AsyncStore = check_store(store, "storekit.asgi.SessionMiddleware", kind="async")
-        self.config = SessionConfig(
-            secret=secret,
-            cookie_name=cookie_name,
-            max_age=max_age,
-            ttl=ttl,
-            rolling=rolling,
-            resave=resave,
-            save_uninitialized=save_uninitialized,
-            always_set=always_set,
-            http_only=http_only,
-            secure=secure,
-            same_site=same_site,
-            path=path,
-            domain=domain,
-            partitioned=partitioned,
-            trust_proxy=trust_proxy,
-            group_ttl=group_ttl,
-            clock=clock,
-            genid=genid,
-        )
+    user = "storekit.asgi.SessionMiddleware"
+    kind = "async"
 
     async def aend_group(self, name: str) -> int:
         """End every session of group ``name`` ("log out everywhere"); returns how many it held."""

@@ -17,21 +17,20 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from storekit import groups as _groups
-from storekit.contract import Store, check_store
-from storekit.cookie import generate_sid
+from storekit.contract import Store
 from storekit.lifecycle import vary_cookie
-from storekit.options import DEFAULT_GROUP_TTL, DEFAULT_TTL, SessionConfig, request_is_secure
+from storekit.options import request_is_secure
 from storekit.request import end_request, open_session
 from storekit.session import Session, SessionUnavailable, destroy_record
+from storekit.shell import SessionShell
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment  # noqa: F401 (base class)
 
 __all__ = ["ENVIRON_KEY", "SessionMiddleware", "session_of"]
 
@@ -60,7 +59,7 @@ def _short(sid: str) -> str:
     return sid[:6] + "..."
 
 
-class SessionMiddleware:
+class SessionMiddleware(SessionShell["WSGIApplication", Store]):
     """Sessions in any conforming (sync) store for a WSGI app.
 
     ``SessionMiddleware(app, store, secret="...")``; the other options are
@@ -68,52 +67,8 @@ class SessionMiddleware:
     seconds) and ``genid`` (new sids) can be replaced, e.g. in tests.
     """
 
-    def __init__(
-        self,
-        app: WSGIApplication,
-        store: Store,
-        *,
-        secret: str | bytes | list[str | bytes] | tuple[str | bytes, ...],
-        cookie_name: str = "connect.sid",
-        max_age: float | None = None,
-        ttl: float | None = DEFAULT_TTL,
-        rolling: bool = False,
-        resave: bool = False,
-        save_uninitialized: bool = False,
-        always_set: bool = False,
-        http_only: bool = True,
-        secure: bool | Literal["auto"] = False,
-        same_site: str | None = "lax",
-        path: str = "/",
-        domain: str | None = None,
-        partitioned: bool = False,
-        trust_proxy: bool = False,
-        group_ttl: float = DEFAULT_GROUP_TTL,
-        clock: Callable[[], float] = time.time,
-        genid: Callable[[], str] = generate_sid,
-    ) -> None:
-        self.app = app
-        self.store = check_store(store, "SessionMiddleware (WSGI)", kind="sync")
-        self.config = SessionConfig(
-            secret=secret,
-            cookie_name=cookie_name,
-            max_age=max_age,
-            ttl=ttl,
-            rolling=rolling,
-            resave=resave,
-            save_uninitialized=save_uninitialized,
-            always_set=always_set,
-            http_only=http_only,
-            secure=secure,
-            same_site=same_site,
-            path=path,
-            domain=domain,
-            partitioned=partitioned,
-            trust_proxy=trust_proxy,
-            group_ttl=group_ttl,
-            clock=clock,
-            genid=genid,
-        )
+    user = "SessionMiddleware (WSGI)"
+    kind = "sync"
 
     def end_group(self, name: str) -> int:
         """End every session of group ``name`` ("log out everywhere"); returns how many it held."""
