@@ -18,9 +18,10 @@ from __future__ import annotations
 from typing import Any, cast
 
 from storekit import agroups, groups, lifecycle
-from storekit.asession import AsyncSession, AsyncStoreHolder, adestroy_record, awrite_live
+from storekit.asession import AsyncSession, AsyncStoreHolder
 from storekit.contract import AsyncStore, SupportsAsyncTouch
 from storekit.lifecycle import Plan
+from storekit.live import adestroy_record, awrite_live
 from storekit.options import SessionConfig
 
 __all__ = ["end_request", "load_record", "open_session"]

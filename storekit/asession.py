@@ -17,35 +17,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from storekit import agroups, lifecycle
+from storekit import agroups
 from storekit.contract import AsyncStore
 from storekit.contract import Session as Record
+from storekit.live import adestroy_record, awrite_live
 from storekit.session import Session
 
-__all__ = ["AsyncSession", "AsyncStoreHolder", "WebSocketSession", "adestroy_record", "awrite_live"]
-
-
-async def awrite_live(store: AsyncStore, sid: str, record: Record) -> bool:
-    """The awaited twin of :func:`storekit.session.write_live` (the same calls, the same window)."""
-    replace = getattr(store, "replace", None)
-    if callable(replace):
-        return bool(await replace(sid, record))
-    if await store.get(sid) is None:
-        return False
-    await store.set(sid, record)
-    marker = lifecycle.ended_sid(sid)
-    if marker is not None and await store.get(marker) is not None:
-        await store.destroy(sid)  # destroyed while we wrote: keep it destroyed
-        return False
-    return True
-
-
-async def adestroy_record(store: AsyncStore, sid: str, now: float, *, marker: bool = True) -> None:
-    """The awaited twin of :func:`storekit.session.destroy_record`."""
-    marker_sid = lifecycle.ended_sid(sid) if marker and not lifecycle.can_replace(store) else None
-    if marker_sid is not None:
-        await store.set(marker_sid, lifecycle.ended_record(now))
-    await store.destroy(sid)
+__all__ = ["AsyncSession", "AsyncStoreHolder", "WebSocketSession"]
 
 
 class AsyncStoreHolder:

@@ -24,9 +24,10 @@ from typing import Any
 
 from storekit import agroups
 from storekit.arequest import end_request, open_session
-from storekit.asession import AsyncSession, WebSocketSession, adestroy_record
+from storekit.asession import AsyncSession, WebSocketSession
 from storekit.contract import AsyncStore
 from storekit.lifecycle import vary_cookie
+from storekit.live import adestroy_record
 from storekit.options import request_is_secure
 from storekit.session import SessionUnavailable
 from storekit.shell import SessionShell

@@ -48,8 +48,8 @@ from storekit.codec import cookie_json
 from storekit.contract import check_store, store_kind
 from storekit.errors import InvalidSessionId, cut
 from storekit.lifecycle import record_of, split_record
+from storekit.live import destroy_record, write_live
 from storekit.resolve import ResolveError, resolve
-from storekit.session import destroy_record, write_live
 
 __all__ = ["SETTING", "SessionStore", "get_store"]
 

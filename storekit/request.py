@@ -13,8 +13,9 @@ from storekit import groups as _groups
 from storekit import lifecycle
 from storekit.contract import Store, SupportsTouch
 from storekit.lifecycle import Plan
+from storekit.live import destroy_record, write_live
 from storekit.options import SessionConfig
-from storekit.session import Session, destroy_record, write_live
+from storekit.session import Session
 
 __all__ = ["end_request", "load_record", "open_session"]
 

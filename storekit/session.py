@@ -12,10 +12,7 @@ request that never touches it makes no store call, so a store outage fails
 only the requests that use the session, each with :class:`SessionUnavailable`
 (503, or 500 for a record that is not a session) and one log line.
 
-Two writes here keep a logout final, for every shell: :func:`write_live` sets
-a loaded session only while it is still stored, and :func:`destroy_record`
-destroys one so that a write in flight cannot bring it back (see their
-docstrings for the exact guarantee with and without the store's ``replace``).
+The two writes that keep a logout final are in :mod:`storekit.live`.
 
 The rules are express-session's, so that a Python app and an Express app can
 share one store: the stored session carries ``cookie`` in express-session's
@@ -35,6 +32,7 @@ from storekit.codec import check_sid
 from storekit.contract import Store
 from storekit.errors import StoreError, cut
 from storekit.lifecycle import Decision, Plan, decide, fingerprint
+from storekit.live import destroy_record, write_live
 from storekit.options import SessionConfig, SessionCookie, request_is_secure
 
 __all__ = [
@@ -46,9 +44,7 @@ __all__ = [
     "SessionNotFound",
     "SessionUnavailable",
     "decide",
-    "destroy_record",
     "request_is_secure",
-    "write_live",
 ]
 
 log = logging.getLogger("storekit.session")
@@ -87,47 +83,6 @@ class SessionUnavailable(StoreError):
 
 def _short(sid: str) -> str:
     return sid[:6] + "..."
-
-
-def write_live(store: Store, sid: str, record: dict[str, Any]) -> bool:
-    """Set ``record`` under ``sid`` only while a session is stored there; False if it is gone.
-
-    With the store's ``replace(sid, session) -> bool`` (set only while live,
-    atomic in the store) that is all. Without it: ``get`` first (a session
-    destroyed before it is left gone), then ``set``, then a look for the marker
-    :func:`destroy_record` leaves: a destroy that landed between the ``get`` and
-    the ``set`` is undone at once by destroying again. So a session destroyed
-    through storekit stays destroyed; from the ``set`` to that second destroy
-    (two store calls) it is readable again. A destroy from elsewhere (another
-    program's ``destroy``, leaving no marker) landing between the ``get`` and
-    the ``set`` is undone: that window, one store call wide, remains.
-    """
-    replace = getattr(store, "replace", None)
-    if callable(replace):
-        return bool(replace(sid, record))
-    if store.get(sid) is None:
-        return False
-    store.set(sid, record)
-    marker = lifecycle.ended_sid(sid)
-    if marker is not None and store.get(marker) is not None:
-        store.destroy(sid)  # destroyed while we wrote: keep it destroyed
-        return False
-    return True
-
-
-def destroy_record(store: Store, sid: str, now: float, *, marker: bool = True) -> None:
-    """Destroy the session under ``sid`` so that no write in flight brings it back.
-
-    A store with ``replace`` needs nothing more (:func:`write_live` replaces
-    only a live session). Without it, a marker under ``storekit.ended:<sid>``
-    (living :data:`storekit.lifecycle.ENDED_TTL`) is set first, which a
-    :func:`write_live` that raced the destroy finds. ``marker`` False skips it,
-    for a session no other request can know (new in this request).
-    """
-    marker_sid = lifecycle.ended_sid(sid) if marker and not lifecycle.can_replace(store) else None
-    if marker_sid is not None:
-        store.set(marker_sid, lifecycle.ended_record(now))
-    store.destroy(sid)
 
 
 class Session(MutableMapping[str, Any]):
@@ -461,7 +416,7 @@ class Session(MutableMapping[str, Any]):
         """Write the session to the store now (it is also saved at the end of the request when needed).
 
         A loaded session is written only while it is still stored
-        (:func:`write_live`); one destroyed elsewhere meanwhile ends here: the
+        (:func:`storekit.live.write_live`); one destroyed elsewhere meanwhile ends here: the
         response deletes the cookie and SessionNotFound is raised.
         """
         self._writable()

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 from storekit import groups as _groups
 from storekit.contract import Store
 from storekit.lifecycle import vary_cookie
+from storekit.live import destroy_record
 from storekit.options import request_is_secure
 from storekit.request import end_request, open_session
-from storekit.session import Session, SessionUnavailable, destroy_record
+from storekit.session import Session, SessionUnavailable
 from storekit.shell import SessionShell
 
 if TYPE_CHECKING:

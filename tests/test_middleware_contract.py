@@ -27,9 +27,9 @@ from storekit.asgi import SessionMiddleware as ASGISessionMiddleware
 from storekit.asgi import session_of as asgi_session_of
 from storekit.groups import GROUP_PREFIX, group_sid, membership
 from storekit.lifecycle import ENDED_PREFIX, MAX_CANDIDATES, verified_sid
+from storekit.live import destroy_record, write_live
 from storekit.options import SessionConfig
 from storekit.reference import AsyncMemoryStore, MemoryStore
-from storekit.session import destroy_record, write_live
 from storekit.wsgi import SessionMiddleware, session_of
 
 T0 = 1_795_341_600.0  # 2026-11-22T10:00:00Z
