@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from storekit.clauses import CLAUSES, SECTIONS
+from storekit.clauses import CLAUSES, CONTRACT, SECTIONS
 from storekit.ecosystem import TARGETS
+from storekit.report import levels
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -179,9 +180,12 @@ def _report_file(path: Path) -> dict[str, Any]:
 
 
 def _with_run(target: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    """A report's target with what its report says of the run: storekit's and the contract's version."""
-    contract = data.get("contract", data.get("contract_version"))
-    return {**target, "storekit": data.get("storekit"), "contract": contract}
+    """A report's target with what its report says of the run (storekit's and the contract's
+    version; a report without one was checked against contract v1) and its level in every
+    profile, computed again from its verdicts, so that a saved report gets the current profiles."""
+    contract = data.get("contract", data.get("contract_version")) or "1"
+    every = levels({clause["id"]: clause["verdict"] for clause in target["clauses"]})
+    return {**target, "storekit": data.get("storekit"), "contract": contract, "levels": every}
 
 
 def all_rows(names: list[str]) -> list[Row]:
@@ -259,17 +263,18 @@ def render(names: list[str]) -> str:
         "fails (threads needs destroy to work). The same matrix, clause by clause with each "
         "failure's classification, is in [`compatibility/matrix.json`](compatibility/matrix.json).",
         "",
-        "| target | level | " + " | ".join(sections) + " |",
-        "| --- | --- | " + " | ".join("---" for _ in sections) + " |",
+        "| target | level | python-values | " + " | ".join(sections) + " |",
+        "| --- | --- | --- | " + " | ".join("---" for _ in sections) + " |",
     ]
     for row in rows:
         label = f"{row.name} (submitted)" if row.submitted else row.name
         if row.report is None:
-            lines.append(f"| {label} | not run | " + " | ".join("" for _ in sections) + " |")
+            lines.append(f"| {label} | not run | | " + " | ".join("" for _ in sections) + " |")
             continue
         by_section = sections_of(row.report)
         cells = [section_cell(by_section[s]) for s in sections]
-        lines.append(f"| {label} | {row.report['level']} | " + " | ".join(cells) + " |")
+        every = row.report["levels"]
+        lines.append(f"| {label} | {every['json']} | {every['python-values']} | " + " | ".join(cells) + " |")
     for section in kept:
         lines += ["", section]
     lines += ["", "## Targets and failures", ""]
@@ -284,7 +289,9 @@ def render(names: list[str]) -> str:
             lines += ["Not run yet.", ""]
             continue
         failed = [c for c in report["clauses"] if c["verdict"] == "failed"]
-        lines += [f"Level: **{report['level']}**. " + (f"{len(failed)} clauses fail." if failed else ""), ""]
+        every = report["levels"]
+        level = f"Level: **{every['json']}**; python-values: **{every['python-values']}**. "
+        lines += [level + (f"{len(failed)} clauses fail." if failed else ""), ""]
         for clause in failed:
             explanation = note.clauses.get(clause["id"])
             kind = explanation.kind if explanation else "unexplained"
@@ -338,7 +345,8 @@ def matrix(names: list[str]) -> dict[str, Any]:
                 "storekit": row.report.get("storekit"),
                 "contract": row.report.get("contract"),
                 "shared": row.report.get("shared"),
-                "level": row.report["level"],
+                "level": row.report["levels"]["json"],
+                "levels": row.report["levels"],
                 "sections": {s: section_cell(by_section[s]).replace("**", "") for s in SECTIONS},
                 "clauses": clauses,
             }
@@ -348,6 +356,7 @@ def matrix(names: list[str]) -> dict[str, Any]:
         "generated_by": "scripts/compatibility.py",
         "page": "docs/compatibility.md",
         "classifications": list(KINDS),
+        "contract": CONTRACT,
         "sections": list(SECTIONS),
         "versions": json.loads(versions_file.read_text()) if versions_file.exists() else {},
         "targets": targets,

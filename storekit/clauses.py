@@ -1,15 +1,32 @@
-"""The clause catalogue: every clause of the contract, its section and its level.
+"""The clause catalogue: the contract's version, every clause, its section, the
+levels, and the profiles that read the levels for what a user relies on.
 
 The IDs are public: a failing test, the JSON report and ``docs/contract.md``
 all name the same clause. ``tests/test_docs.py`` checks that the docs list
-exactly these.
+exactly these, and the levels and profiles as they are here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CLAUSES", "LEVELS", "SECTIONS", "Clause", "by_id"]
+__all__ = [
+    "CLAUSES",
+    "CONTRACT",
+    "LEVELS",
+    "PROFILES",
+    "SECTIONS",
+    "STATEFUL",
+    "Clause",
+    "Profile",
+    "by_id",
+    "profile",
+]
+
+CONTRACT = "1"
+"""The version of the contract that these clauses are. Every result names it (the JSON
+report's ``contract``, the badge's ``v1``, the terminal table's header): a later version
+adds clauses, and a result says which ones it was checked against."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +67,44 @@ LEVELS: list[tuple[str, tuple[str, ...]]] = [
 ]
 """Conformance levels, each adding its sections to the ones before it."""
 
+STATEFUL = "model"
+"""The stateful model test's row: no clause of its own, but every level of every
+profile needs it to hold (it checks JSON values only)."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A reading of the levels for one kind of store: the same levels and sections, less
+    the clauses (``waived``) that promise what that kind of store does not keep.
+
+    A profile never weakens a clause it keeps: a level of a profile needs each of its
+    clauses exactly as the clause is written.
+    """
+
+    name: str
+    promise: str
+    waived: tuple[str, ...] = ()
+
+    def requires(self, level: str) -> tuple[str, ...]:
+        """The clause IDs that ``level`` adds to the levels below it, in this profile."""
+        sections = dict(LEVELS)[level]
+        return tuple(c.id for c in CLAUSES if c.section in sections and c.id not in self.waived)
+
+
+PROFILES: tuple[Profile, ...] = (
+    Profile("json", "sessions are kept as JSON, so any JSON reader (a Node app included) shares them"),
+    Profile(
+        "python-values",
+        "sessions are kept as Python values (pickled, say): JSON values round-trip, others may be kept",
+        waived=("get.2", "set.2", "set.4"),
+    ),
+)
+"""The profiles, each a name for its levels in the report: ``json`` (JSON interop, the
+levels as the clauses define them) and ``python-values`` (a store that keeps what it is
+given rather than its JSON: it need not turn tuples into lists (get.2), refuse what JSON
+cannot hold (set.2), or measure sessions as encoded JSON (set.4)). Every clause a profile
+keeps is checked with JSON values only, so a Python-values store can meet it."""
+
 CLAUSES: list[Clause] = [
     Clause("sid.1", "a sid that is not a non-empty str raises InvalidSessionId"),
     Clause("sid.2", "distinct sids never share a session"),
@@ -78,9 +133,13 @@ CLAUSES: list[Clause] = [
     Clause("clear.2", "clear on an empty store is a no-op"),
     Clause("clear.3", "clear removes its own namespace only"),
     Clause("all.1", "all returns a new dict of every live sid to its session"),
-    Clause("threads.1", "one store from 8 threads (or 64 tasks) gives linearizable histories"),
+    Clause(
+        "threads.1",
+        "one store from 8 threads (or 64 tasks) on every method: nothing raises or tears, counts fit, "
+        "linearizable",
+    ),
     Clause("process.1", "a write that returned in one process is seen by later operations in others"),
-    Clause("process.2", "concurrent operations from 4+ processes give linearizable histories"),
+    Clause("process.2", "concurrent operations from 4+ processes tear no session and are linearizable"),
     Clause("process.3", "a SIGKILLed process loses no returned write and breaks nothing"),
     Clause("process.4", "every process sees the same expiry"),
     Clause("sticky.1", "under ip-hash, every request from one address reaches the same worker"),
@@ -100,3 +159,11 @@ def by_id(clause_id: str) -> Clause:
         return _BY_ID[clause_id]
     except KeyError:
         raise KeyError(f"unknown clause {clause_id!r}; known: {', '.join(_BY_ID)}") from None
+
+
+def profile(name: str) -> Profile:
+    """The profile called ``name``; KeyError naming the profiles otherwise."""
+    for candidate in PROFILES:
+        if candidate.name == name:
+            return candidate
+    raise KeyError(f"unknown profile {name!r}; profiles: {', '.join(p.name for p in PROFILES)}")

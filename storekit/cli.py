@@ -29,7 +29,13 @@ module are shown as pytest shows them."""
 
 
 def check(
-    targets: list[str], *, report: str | None, badge: str | None, select: str | None, verbose: bool
+    targets: list[str],
+    *,
+    report: str | None,
+    badge: str | None,
+    select: str | None,
+    verbose: bool,
+    known_failures: str | None = None,
 ) -> int:
     """Run the conformance suite against ``targets`` and return pytest's exit code.
 
@@ -44,6 +50,8 @@ def check(
         args.append(f"--storekit-report={report}")
     if badge:
         args.append(f"--storekit-badge={badge}")
+    if known_failures:
+        args.append(f"--storekit-known-failures={Path(known_failures).resolve()}")
     if select:
         args += ["-k", select]
     with tempfile.TemporaryDirectory(prefix="storekit-check-") as root:
@@ -74,6 +82,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--report", metavar="PATH", help="write the verdicts as JSON to PATH")
     run.add_argument(
         "--badge", metavar="PATH", help="write an SVG badge to PATH (and shields.io JSON beside)"
+    )
+    run.add_argument(
+        "--known-failures",
+        metavar="FILE",
+        help="clauses declared as known failures, one 'CLAUSE: REASON [LINK]' a line (see docs/authors.md)",
     )
     run.add_argument("-k", dest="select", metavar="EXPR", help="only the tests matching EXPR (as pytest -k)")
     run.add_argument("-v", "--verbose", action="store_true", help="list every test as it runs")
@@ -109,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         badge=options.badge,
         select=options.select,
         verbose=options.verbose,
+        known_failures=options.known_failures,
     )
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from storekit.target import Target
+    from storekit.target import KnownFailures, Target
 
 ENV_VAR = "STOREKIT_TARGET"
 
@@ -41,6 +41,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         default=None,
         help="write an SVG badge of the conformance level to PATH, with a shields.io endpoint JSON beside it",
+    )
+    group.addoption(
+        "--storekit-known-failures",
+        metavar="FILE",
+        default=None,
+        help="clauses the store is known to fail, one per line as 'CLAUSE: REASON [LINK]': "
+        "they show as 'known', hold the level back and do not fail the run",
     )
 
 
@@ -72,14 +79,39 @@ def load_target(spec: str, search_dir: Path | None = None) -> Target:
         raise pytest.UsageError(f"--storekit={spec}: {exc}") from None
 
 
+def load_known_failures(path: str, search_dir: Path | None = None) -> KnownFailures:
+    """Read a known-failures file (relative to ``search_dir``), or raise pytest.UsageError
+    naming the file and the line that is wrong."""
+    from storekit.target import KNOWN_FORM, KnownFailures
+
+    option = f"--storekit-known-failures={path}"
+    try:
+        return KnownFailures.read(path, search_dir)
+    except FileNotFoundError:
+        raise pytest.UsageError(
+            f"{option}: no such file; write one line per clause, as {KNOWN_FORM!r}"
+        ) from None
+    except OSError as exc:
+        raise pytest.UsageError(f"{option}: cannot read it: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise pytest.UsageError(f"{option}: {exc}") from None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     specs = target_specs(config)
+    known_path: str | None = config.getoption("storekit_known_failures")
     if not specs:
+        if known_path is not None:
+            raise pytest.UsageError(
+                f"--storekit-known-failures={known_path} needs a target: "
+                "name one with --storekit=MODULE:ATTR (or STOREKIT_TARGET)"
+            )
         return
     # Rewrite the suite's asserts even from an editable install, whose files the
     # entry-point machinery cannot list; this must happen before the suite is imported.
     pytest.register_assert_rewrite("storekit.conformance")
     targets = [load_target(spec, config.invocation_params.dir) for spec in specs]
+    known = None if known_path is None else load_known_failures(known_path, config.invocation_params.dir)
     from storekit.suite import SuitePlugin
 
-    SuitePlugin.install(config, targets, specs)
+    SuitePlugin.install(config, targets, specs, known)

@@ -1,18 +1,35 @@
-"""Verdicts per clause, the conformance level, and the table, JSON and badge that show them."""
+"""Verdicts per clause, each profile's level, and the table, JSON and badge that show them."""
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from storekit.clauses import CLAUSES, LEVELS, SECTIONS
-from storekit.target import Target
+from storekit.clauses import CLAUSES, CONTRACT, LEVELS, PROFILES, SECTIONS, STATEFUL, Profile, profile
+from storekit.target import KnownFailure, KnownFailures, Target
+
+__all__ = ["VERDICTS", "Outcome", "Results", "Verdict", "badge", "levels"]
 
 SCHEMA = 1
-VERDICTS = ("passed", "failed", "skipped", "not offered", "not applicable", "info")
+VERDICTS = (
+    "passed",
+    "failed",
+    "known",
+    "unexpected pass",
+    "skipped",
+    "not offered",
+    "not applicable",
+    "info",
+)
+"""Every verdict, in the order the table counts them. ``known`` and ``unexpected pass``
+are a declared known failure that failed and one that passed (only with
+``--storekit-known-failures``)."""
+DECLARED = ("known", "unexpected pass")
+"""The verdicts of a clause the known-failures file names: neither counts toward a level."""
 VERDICT_PROPERTY = "storekit_verdict"
 """The ``user_properties`` key of a test report whose skip carries its verdict
 (``not offered``, ``not applicable`` or ``skipped``); storekit.suite sets it."""
@@ -20,12 +37,69 @@ REASON_PROPERTY = "storekit_reason"
 """The ``user_properties`` key of that skip's reason, the verdict's message."""
 INFO_PROPERTY = "storekit_info"
 """The ``user_properties`` key that a passing test sets to make its verdict ``info``."""
-STATEFUL = "model"
-"""The stateful model test, shown in its own row: its message names the clause a
-failing program breaks, and a failure there holds the target below level core."""
+
+ACCEPTED: dict[str, frozenset[str]] = {
+    "core": frozenset({"passed", "info", "not applicable"}),
+    "full": frozenset({"passed", "info", "not applicable"}),
+    "shared": frozenset({"passed", "info"}),  # a target claims these: they must run and pass
+    "sticky": frozenset({"passed", "info"}),
+}
+"""The verdicts with which a clause counts toward each level."""
 
 COLORS = {"none": "red", "core": "yellow", "full": "green", "shared": "brightgreen", "sticky": "brightgreen"}
-_HEX = {"red": "#e05d44", "yellow": "#dfb317", "green": "#97ca00", "brightgreen": "#4c1"}
+PYTHON_VALUES_COLOR = "blue"
+"""The badge's colour for a python-values level: it promises less than any JSON level."""
+_HEX = {"red": "#e05d44", "yellow": "#dfb317", "green": "#97ca00", "brightgreen": "#4c1", "blue": "#007ec6"}
+
+
+def levels(verdicts: Mapping[str, str]) -> dict[str, str]:
+    """Each profile's level (``none``, ``core``, ``full``, ``shared`` or ``sticky``) from the
+    verdict of each clause ID (and ``model``), as a saved report's clauses give them.
+
+    A level is reached when every clause it and the levels below it require has a verdict
+    it accepts; a clause missing from ``verdicts`` holds it back, and so does a declared
+    known failure (``known``, ``unexpected pass``), whatever this run saw. A failing model
+    holds every profile at ``none``.
+    """
+    return {p.name: _level(p, verdicts) for p in PROFILES}
+
+
+def _level(of: Profile, verdicts: Mapping[str, str]) -> str:
+    if verdicts.get(STATEFUL) in ("failed", *DECLARED):
+        return "none"
+    reached = "none"
+    for level, _ in LEVELS:
+        if any(verdicts.get(clause, "skipped") not in ACCEPTED[level] for clause in of.requires(level)):
+            break
+        reached = level
+    return reached
+
+
+def badge(targets: Iterable[Mapping[str, str]]) -> tuple[str, str]:
+    """The badge's message and shields colour for targets given as their clause verdicts.
+
+    It shows the lowest JSON level among the targets; when that is ``none`` but every
+    target reaches a python-values level, the lowest of those, labelled
+    (``python-values: full``); ``fails core`` when neither. ``(2 known)`` follows when
+    clauses that the shown profile requires are declared known failures.
+    """
+    every = list(targets)
+    order = ["none"] + [level for level, _ in LEVELS]
+    shown, level = profile("json"), "none"
+    for candidate in PROFILES:
+        lowest = min((levels(v)[candidate.name] for v in every), key=order.index, default="none")
+        if lowest != "none":
+            shown, level = candidate, lowest
+            break
+    if level == "none":
+        message, color = "fails core", COLORS["none"]
+    elif shown.name == "json":
+        message, color = level, COLORS[level]
+    else:
+        message, color = f"{shown.name}: {level}", PYTHON_VALUES_COLOR
+    required = {c for lvl, _ in LEVELS for c in shown.requires(lvl)} | {STATEFUL}
+    known = {c for v in every for c, verdict in v.items() if verdict in DECLARED and c in required}
+    return (f"{message} ({len(known)} known)" if known else message), color
 
 
 @dataclass(frozen=True)
@@ -42,6 +116,10 @@ class Outcome:
         """The outcome a test report stands for, or None for a report that decides
         nothing (a setup or teardown that passed)."""
         if report.when == "call" or report.failed or report.skipped:
+            if report.skipped and hasattr(report, "wasxfail"):
+                # A declared known failure that failed: storekit.suite marks its tests xfail,
+                # so that it does not fail the run; to its clause it is a failure.
+                return cls(report.nodeid, "failed", _failure_message(report))
             if report.failed:
                 return cls(report.nodeid, "failed", _failure_message(report))
             properties = [(str(key), str(value)) for key, value in report.user_properties]
@@ -77,13 +155,23 @@ class Verdict:
     clause: str
     verdict: str
     message: str
+    known: KnownFailure | None = None
+    """The declaration of a clause that the known-failures file names."""
+
+    def shown(self) -> str:
+        """The message as the table shows it, with the declaration's reason and link."""
+        if self.known is None or self.verdict == "unexpected pass":
+            return self.message
+        declared = " ".join(filter(None, (self.known.reason, self.known.link)))
+        return f"{self.message} [known: {declared}]".lstrip()
 
 
 class Results:
-    """Everything the run learned, per target and clause."""
+    """Everything the run learned, per target and clause, and the known failures declared."""
 
-    def __init__(self, targets: list[Target]) -> None:
+    def __init__(self, targets: list[Target], known: KnownFailures | None = None) -> None:
         self.targets = targets
+        self.known = known
         self._outcomes: dict[str, dict[str, list[Outcome]]] = defaultdict(lambda: defaultdict(list))
         self._collected: dict[str, set[str]] = defaultdict(set)
         self._deselected: dict[str, set[str]] = defaultdict(set)
@@ -104,6 +192,19 @@ class Results:
         return [self._verdict(target, clause) for clause in ids]
 
     def _verdict(self, target: Target, clause: str) -> Verdict:
+        found = self._seen(target, clause)
+        declared = self.known.get(clause) if self.known is not None else None
+        if declared is None or self.known is None:
+            return found
+        if found.verdict == "failed":
+            return Verdict(clause, "known", found.message, declared)
+        if found.verdict in ("passed", "info"):
+            message = f"known failure {clause} passed: remove it from {self.known.path}"
+            return Verdict(clause, "unexpected pass", message, declared)
+        return Verdict(clause, found.verdict, found.message, declared)
+
+    def _seen(self, target: Target, clause: str) -> Verdict:
+        """The verdict of what the run saw, before any declaration."""
         outcomes = self._outcomes[target.name].get(clause, [])
         if not outcomes:
             return Verdict(clause, *self._unrun(target, clause))
@@ -136,19 +237,13 @@ class Results:
             return "skipped", "no test of this clause was collected (did a suite module fail to import?)"
         return "skipped", "did not run"
 
+    def levels(self, target: Target) -> dict[str, str]:
+        """Each profile's level for ``target``: :func:`levels` of its verdicts."""
+        return levels({v.clause: v.verdict for v in self.verdicts(target)})
+
     def level(self, target: Target) -> str:
-        verdicts = {v.clause: v.verdict for v in self.verdicts(target)}
-        reached = "none"
-        for level, sections in LEVELS:
-            strict = level in ("shared", "sticky")  # these need the clauses passed, not waived
-            allowed = {"passed", "info"} if strict else {"passed", "info", "not applicable"}
-            clauses = [c.id for c in CLAUSES if c.section in sections]
-            if not all(verdicts[c] in allowed for c in clauses):
-                break
-            if STATEFUL in verdicts and verdicts[STATEFUL] == "failed":
-                break
-            reached = level
-        return reached
+        """The target's JSON level, the report's ``level``."""
+        return self.levels(target)["json"]
 
     def as_json(self) -> dict[str, Any]:
         from storekit import __version__
@@ -156,15 +251,15 @@ class Results:
         return {
             "schema": SCHEMA,
             "storekit": __version__,
+            "contract": CONTRACT,
+            "known_failures": None if self.known is None else self.known.path,
             "targets": [
                 {
                     "name": target.name,
                     "shared": target.shared,
                     "level": self.level(target),
-                    "clauses": [
-                        {"id": v.clause, "verdict": v.verdict, "message": v.message}
-                        for v in self.verdicts(target)
-                    ],
+                    "levels": self.levels(target),
+                    "clauses": [_clause_json(v) for v in self.verdicts(target)],
                 }
                 for target in self.targets
             ],
@@ -174,31 +269,43 @@ class Results:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.as_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
-    def lowest_level(self) -> str:
-        order = ["none"] + [level for level, _ in LEVELS]
-        return min((self.level(t) for t in self.targets), key=order.index, default="none")
+    def badge(self) -> tuple[str, str]:
+        """The badge's message and colour for this run's targets: :func:`badge`."""
+        return badge({v.clause: v.verdict for v in self.verdicts(t)} for t in self.targets)
 
     def write_badge(self, path: Path) -> None:
         import anybadge
 
-        level = self.lowest_level()
-        message = "fails core" if level == "none" else level
-        color = COLORS[level]
+        message, color = self.badge()
+        label = f"storekit v{CONTRACT}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        badge = anybadge.Badge(label="storekit", value=message, default_color=_HEX[color])
-        badge.write_badge(str(path), overwrite=True)
-        endpoint = {"schemaVersion": 1, "label": "storekit", "message": message, "color": color}
+        svg = anybadge.Badge(label=label, value=message, default_color=_HEX[color])
+        svg.write_badge(str(path), overwrite=True)
+        endpoint = {"schemaVersion": 1, "label": label, "message": message, "color": color}
         endpoint_path = path.with_suffix(".json") if path.suffix == ".svg" else Path(f"{path}.json")
         endpoint_path.write_text(json.dumps(endpoint) + "\n", encoding="utf-8")
+
+    def title(self) -> str:
+        """The heading of the terminal table, naming the contract version."""
+        return f"storekit conformance (contract v{CONTRACT})"
 
     def table(self) -> list[str]:
         lines: list[str] = []
         for target in self.targets:
             verdicts = self.verdicts(target)
-            lines.append(f"{target.name}: level {self.level(target)}")
+            found = self.levels(target)
+            others = "".join(f"; {name}: {level}" for name, level in found.items() if name != "json")
+            lines.append(f"{target.name}: level {found['json']}{others}")
             counts: dict[str, int] = defaultdict(int)
             for v in verdicts:
                 counts[v.verdict] += 1
-                lines.append(f"  {v.verdict:<15} {v.clause:<10} {v.message}".rstrip())
+                lines.append(f"  {v.verdict:<15} {v.clause:<10} {v.shown()}".rstrip())
             lines.append("  " + ", ".join(f"{counts[k]} {k}" for k in VERDICTS if counts[k]))
         return lines
+
+
+def _clause_json(verdict: Verdict) -> dict[str, Any]:
+    found: dict[str, Any] = {"id": verdict.clause, "verdict": verdict.verdict, "message": verdict.message}
+    if verdict.known is not None:
+        found["known"] = {"reason": verdict.known.reason, "link": verdict.known.link}
+    return found

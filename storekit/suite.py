@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from storekit.report import REASON_PROPERTY, VERDICT_PROPERTY, Outcome, Results
-from storekit.target import Target
+from storekit.target import KnownFailures, Target
 
 SUITE_PACKAGE = "storekit.conformance"
 MARKERS = {
@@ -56,19 +56,32 @@ class SuiteCollector(pytest.Collector):
 
 
 class SuitePlugin:
-    def __init__(self, config: pytest.Config, targets: list[Target], specs: list[str]) -> None:
+    def __init__(
+        self,
+        config: pytest.Config,
+        targets: list[Target],
+        specs: list[str],
+        known: KnownFailures | None = None,
+    ) -> None:
         self.config = config
         self.targets = _distinct_names(targets)
         self.specs = specs
-        self.results = Results(self.targets)
+        self.known = known
+        self.results = Results(self.targets, known)
 
     @classmethod
-    def install(cls, config: pytest.Config, targets: list[Target], specs: list[str]) -> None:
+    def install(
+        cls,
+        config: pytest.Config,
+        targets: list[Target],
+        specs: list[str],
+        known: KnownFailures | None = None,
+    ) -> None:
         for line in MARKERS.items():
             config.addinivalue_line("markers", ": ".join(line))
         if config.args_source != pytest.Config.ArgsSource.ARGS:
             config.args = []  # no paths given: run the suite alone, not the tests around it
-        config.pluginmanager.register(cls(config, targets, specs), "storekit-suite")
+        config.pluginmanager.register(cls(config, targets, specs, known), "storekit-suite")
         config.pluginmanager.import_plugin("storekit.conformance.fixtures")
 
     @pytest.hookimpl(tryfirst=True)
@@ -126,6 +139,10 @@ class SuitePlugin:
             clause = str(marker.args[0])
             item.user_properties += [("storekit_target", target.name), ("storekit_clause", clause)]
             self.results.collected(target.name, clause)
+            declared = self.known.get(clause) if self.known is not None else None
+            if declared is not None:
+                # A declared failure does not fail the run; its clause's verdict says "known".
+                item.add_marker(pytest.mark.xfail(reason=f"known failure {clause}: {declared.reason}"))
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         for item in items:
@@ -144,16 +161,20 @@ class SuitePlugin:
         self.results.add(target, props["storekit_clause"], outcome)
 
     def pytest_report_header(self) -> list[str]:
-        return [
+        lines = [
             f"storekit: target {target.name} ({spec}), shared={target.shared}, "
             f"ttl_resolution={target.ttl_resolution}s"
             for target, spec in zip(self.targets, self.specs, strict=True)
         ]
+        if self.known is not None:
+            declared = ", ".join(self.known.entries) or "none"
+            lines.append(f"storekit: known failures from {self.known.path}: {declared}")
+        return lines
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.config.option.collectonly:
             return
-        terminalreporter.section("storekit conformance")
+        terminalreporter.section(self.results.title())
         for line in self.results.table():
             terminalreporter.line(line)
 

@@ -167,7 +167,9 @@ class Aliasing(DictStore):
         if found is None:
             return None
         with self._lock:
-            entry = self._data[self._key(sid)]
+            entry = self._data.get(self._key(sid))
+            if entry is None:  # destroyed since the lookup above
+                return None
             if not isinstance(entry[0], dict):
                 entry = self._data[self._key(sid)] = (found, entry[1])
             return entry[0]

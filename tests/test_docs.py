@@ -3,8 +3,9 @@
 Every clause of the catalogue has its section in contract.md, and no other
 clause ID is named; every ```python block runs (blocks marked with a preceding
 ``<!-- not-run -->`` only have to compile); the example store in authors.md
-passes the real suite at the level the guide shows; the tables of arguments,
-levels and verdicts match the code; the API list matches ``storekit.__all__``.
+passes the real suite at the level the guide shows, and so does the pickling
+store with the guide's known-failures file; the tables of arguments, levels and
+verdicts match the code; the API list matches ``storekit.__all__``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pytest
 
 import storekit
 from storekit.clauses import CLAUSES, LEVELS, SECTIONS
+from storekit.clauses import CONTRACT as VERSION
 from storekit.report import VERDICTS
 from storekit.target import Target
 
@@ -35,6 +37,9 @@ NOT_RUN = "<!-- not-run -->"
 CLAUSE_ID = re.compile(rf"\b(?:{'|'.join(SECTIONS)})\.\d+\b")
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 MODULE_NAME = re.compile(r"# ([\w/]+\.py)\b")
+TEXT_FILE = re.compile(r"# ([\w-]+\.txt):")
+"""A text block that is a file, such as the guide's known-failures file, names itself so."""
+SID = re.compile(r"sk-s-\d+-\d+-[0-9a-f]{8}")
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for block in python_blocks():
         if block.run and block.module:
             (root / block.module).write_text(block.code, encoding="utf-8")
+    for block in blocks(AUTHORS):
+        if block.language == "text" and (named := TEXT_FILE.match(block.code)):
+            (root / named.group(1)).write_text(block.code, encoding="utf-8")
     return root
 
 
@@ -201,10 +209,20 @@ def start_suite(workdir: Path, name: str, *args: str) -> tuple[Path, subprocess.
 
 @pytest.fixture(scope="module")
 def suite_runs(workdir: Path) -> Iterator[dict[str, SuiteRun]]:
-    """The guide's example store through the whole suite, and its async twin
-    through the sections that need no waiting, side by side."""
+    """The guide's example store through the whole suite, its async twin through
+    the sections that need no waiting, and its pickling store with the guide's
+    known-failures file through the whole suite, side by side."""
     started = {
         "mystore": start_suite(workdir, "mystore", "--storekit=mystore:make_store"),
+        "pickled": start_suite(
+            workdir,
+            "pickled",
+            "-p",
+            "no:randomly",  # the table shows each clause's first failure: keep the order
+            "--storekit=picklestore:PickleStore",
+            "--storekit-known-failures=known-failures.txt",
+            f"--storekit-badge={workdir / 'badge' / 'pickled.svg'}",
+        ),
         "async": start_suite(
             workdir,
             "async",
@@ -237,7 +255,7 @@ def test_the_example_store_passes_the_suite_as_the_guide_shows(suite_runs: dict[
     lines = [
         line for line in table.splitlines() if line.strip() not in ("", "...") and not line.startswith("=")
     ]
-    assert "make_store: level full" in lines
+    assert "make_store: level full; python-values: full" in lines
     output = run.output.splitlines()
     assert [line for line in lines if line not in output] == []
 
@@ -251,12 +269,42 @@ def test_the_async_example_store_passes_what_it_ran(suite_runs: dict[str, SuiteR
     assert {clause: verdicts[clause] for clause in ran} == dict.fromkeys(ran, "passed")
 
 
+def test_the_known_failures_example_runs_as_the_guide_shows(
+    suite_runs: dict[str, SuiteRun], workdir: Path
+) -> None:
+    run = suite_runs["pickled"]
+    assert run.returncode == 0, run.output[-4000:]  # known failures do not fail the run
+    (target,) = run.report["targets"]
+    assert run.report["known_failures"] == "known-failures.txt"
+    assert target["levels"] == {"json": "none", "python-values": "core"}
+    found = {c["id"]: c for c in target["clauses"]}
+    assert {c for c, v in found.items() if v["verdict"] == "known"} == {"get.2", "set.2", "set.4"}
+    assert found["get.2"]["known"] == {
+        "reason": "sessions are pickled, so a tuple comes back as a tuple",
+        "link": "https://github.com/mypkg/mypkg/issues/12",
+    }
+    assert found["set.2"]["known"]["link"] is None
+    shown = section(AUTHORS, "## Known failures")
+    table = next(b.code for b in blocks(AUTHORS) if "storekit conformance" in b.code and b.code in shown)
+    output = [SID.sub("sk-s-...", line) for line in run.output.splitlines()]
+    assert [line for line in table.splitlines() if line not in output] == []
+    assert "python-values: core" in section(AUTHORS, "## A store that keeps Python values")
+    endpoint = json.loads((workdir / "badge" / "pickled.json").read_text(encoding="utf-8"))
+    assert (endpoint["label"], endpoint["message"], endpoint["color"]) == (
+        f"storekit v{VERSION}",
+        "python-values: core",
+        "blue",
+    )
+
+
 def test_the_report_example_has_the_real_reports_keys(suite_runs: dict[str, SuiteRun]) -> None:
     shown = section(CONTRACT, "## The report")
     (example,) = [json.loads(b.code) for b in blocks(CONTRACT) if b.language == "json" and b.code in shown]
     real = suite_runs["mystore"].report
     assert example.keys() == real.keys()
     assert example["schema"] == real["schema"]
+    assert example["contract"] == real["contract"] == VERSION
+    assert example["targets"][0]["levels"] == real["targets"][0]["levels"]
     assert example["targets"][0].keys() == real["targets"][0].keys()
     for clause in example["targets"][0]["clauses"]:
         assert clause.keys() == real["targets"][0]["clauses"][0].keys()
@@ -272,7 +320,7 @@ def test_storekit_check_takes_the_documented_options() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    for option in ("--report", "--badge"):
+    for option in ("--report", "--badge", "--known-failures"):
         assert option in done.stdout
 
 

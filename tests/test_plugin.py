@@ -14,7 +14,7 @@ from typing import Any
 import broken_stores
 import pytest
 
-from storekit.clauses import CLAUSES
+from storekit.clauses import CLAUSES, CONTRACT
 from storekit.conformance._support import NAMESPACE_PATTERN
 from storekit.target import Target
 
@@ -222,9 +222,12 @@ def test_the_report_and_badge_are_written_and_valid(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "out/report.json").read_text())
     assert report["schema"] == 1
     assert report["storekit"] == __import__("storekit").__version__
+    assert report["contract"] == CONTRACT == "1"
+    assert report["known_failures"] is None
     (target,) = report["targets"]
     assert target["name"] == "MemoryStore"
     assert target["level"] == "full"
+    assert target["levels"] == {"json": "full", "python-values": "full"}
     found = {c["id"]: c for c in target["clauses"]}
     assert found["get.1"] == {"id": "get.1", "verdict": "passed", "message": ""}
     assert found["process.1"]["verdict"] == "not applicable"
@@ -233,7 +236,8 @@ def test_the_report_and_badge_are_written_and_valid(tmp_path: Path) -> None:
     assert "full" in "".join(svg.itertext())
     endpoint = json.loads((tmp_path / "out/badge.json").read_text())
     assert set(endpoint) <= SHIELDS_KEYS
-    assert endpoint == {"schemaVersion": 1, "label": "storekit", "message": "full", "color": "green"}
+    assert endpoint == {"schemaVersion": 1, "label": "storekit v1", "message": "full", "color": "green"}
+    assert "storekit v1" in "".join(svg.itertext())
     assert_the_contract_shows_this_table(result.stdout)
 
 
@@ -256,7 +260,9 @@ def test_the_terminal_summary_shows_the_clause_table_and_the_level(tmp_path: Pat
     result = run_suite(tmp_path, "--storekit=broken_stores:merging", "-k", "set")
     assert result.returncode == 1
     assert "storekit conformance" in result.stdout
+    assert "storekit conformance (contract v1)" in result.stdout
     assert "merging: level none" in result.stdout
+    assert "merging: level none; python-values: none" in result.stdout
     assert "failed          set.1" in result.stdout
     assert "storekit: target merging (broken_stores:merging)" in result.stdout
 

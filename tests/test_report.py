@@ -9,8 +9,9 @@ import pytest
 
 from storekit import Target
 from storekit import __all__ as exported
-from storekit.clauses import CLAUSES, LEVELS, by_id
+from storekit.clauses import CLAUSES, CONTRACT, LEVELS, by_id
 from storekit.report import Outcome, Results
+from storekit.target import KnownFailures
 
 
 def results_for(target: Target, outcomes: dict[str, str]) -> Results:
@@ -208,3 +209,67 @@ def test_the_verdicts_table_gives_every_reason_the_report_writes_for_a_clause_th
     missing = [reason for reason in reasons if reason not in verdicts]
     assert missing == []
     assert "no check for it" not in verdicts  # every section has its checks now, sticky included
+
+
+def test_an_xfailed_report_is_a_failure_of_its_clause() -> None:
+    """The tests of a declared known failure are xfail: to their clause, a failure is a failure."""
+    crash = SimpleNamespace(reprcrash=SimpleNamespace(message="AssertionError: set.1: merged"))
+    xfailed = report_of("call", "skipped", crash)
+    xfailed.wasxfail = "known failure set.1: merges"
+    assert Outcome.from_report(xfailed) == Outcome("storekit/x::test_x[t]", "failed", "set.1: merged")
+    xpassed = report_of("call", "passed")
+    xpassed.wasxfail = "known failure set.1: merges"
+    assert Outcome.from_report(xpassed) == Outcome("storekit/x::test_x[t]", "passed", "")
+
+
+def test_a_declared_clause_is_known_when_it_fails_and_an_unexpected_pass_when_it_holds() -> None:
+    known = KnownFailures.parse(
+        "set.1: merges https://example.org/1\nget.1: flaky\nall.1: info\nprocess.1: n/a\n", "k.txt"
+    )
+    results = _with_known(
+        results_for(local(), {"set.1": "failed: set.1: merged", "all.1": "info: counted"}), known
+    )
+    found = {v.clause: v for v in results.verdicts(local())}
+    assert (found["set.1"].verdict, found["set.1"].message) == ("known", "set.1: merged")
+    assert found["set.1"].shown() == "set.1: merged [known: merges https://example.org/1]"
+    assert found["get.1"].verdict == "unexpected pass"
+    assert found["get.1"].message == "known failure get.1 passed: remove it from k.txt"
+    assert found["get.1"].shown() == found["get.1"].message
+    assert found["all.1"].verdict == "unexpected pass"  # info holds, as passed does
+    assert (found["process.1"].verdict, found["process.1"].shown()) == (
+        "not applicable",
+        found["process.1"].message + " [known: n/a]",
+    )
+    assert found["get.2"].known is None
+    assert results.levels(local()) == {"json": "none", "python-values": "none"}
+    table = results.table()
+    assert table[0] == "local: level none; python-values: none"
+    assert "1 known, 2 unexpected pass" in table[-1]
+    data = results.as_json()
+    assert data["known_failures"] == "k.txt"
+    clause = next(c for c in data["targets"][0]["clauses"] if c["id"] == "set.1")
+    assert clause == {
+        "id": "set.1",
+        "verdict": "known",
+        "message": "set.1: merged",
+        "known": {"reason": "merges", "link": "https://example.org/1"},
+    }
+
+
+def _with_known(results: Results, known: KnownFailures) -> Results:
+    """``results`` again, reading its outcomes with ``known`` declared."""
+    again = Results(results.targets, known)
+    for target, clauses in results._outcomes.items():
+        for clause, outcomes in clauses.items():
+            again.collected(target, clause)
+            for outcome in outcomes:
+                again.add(target, clause, outcome)
+    return again
+
+
+def test_the_report_names_the_contract_version() -> None:
+    data = results_for(local(), {}).as_json()
+    assert data["contract"] == CONTRACT
+    assert data["known_failures"] is None
+    assert data["targets"][0]["levels"] == {"json": "full", "python-values": "full"}
+    assert results_for(local(), {}).title() == f"storekit conformance (contract v{CONTRACT})"
