@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from storekit.target import KnownFailures, Target
+    from storekit.known import KnownFailures
+    from storekit.target import Target
 
 ENV_VAR = "STOREKIT_TARGET"
 
@@ -82,7 +83,7 @@ def load_target(spec: str, search_dir: Path | None = None) -> Target:
 def load_known_failures(path: str, search_dir: Path | None = None) -> KnownFailures:
     """Read a known-failures file (relative to ``search_dir``), or raise pytest.UsageError
     naming the file and the line that is wrong."""
-    from storekit.target import KNOWN_FORM, KnownFailures
+    from storekit.known import KNOWN_FORM, KnownFailures
 
     option = f"--storekit-known-failures={path}"
     try:

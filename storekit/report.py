@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from storekit.clauses import CLAUSES, CONTRACT, LEVELS, PROFILES, SECTIONS, STATEFUL, Profile, profile
-from storekit.target import KnownFailure, KnownFailures, Target
+from storekit.known import KnownFailure, KnownFailures
+from storekit.target import Target
 
 __all__ = ["VERDICTS", "Outcome", "Results", "Verdict", "badge", "levels"]
 

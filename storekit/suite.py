@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from storekit.known import KnownFailures
 from storekit.report import REASON_PROPERTY, VERDICT_PROPERTY, Outcome, Results
-from storekit.target import KnownFailures, Target
+from storekit.target import Target
 
 SUITE_PACKAGE = "storekit.conformance"
 MARKERS = {

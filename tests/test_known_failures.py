@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from storekit.target import KnownFailure, KnownFailures
+from storekit.known import KnownFailure, KnownFailures
 
 pytest_plugins = ["pytester"]
 

@@ -10,8 +10,8 @@ import pytest
 from storekit import Target
 from storekit import __all__ as exported
 from storekit.clauses import CLAUSES, CONTRACT, LEVELS, by_id
+from storekit.known import KnownFailures
 from storekit.report import Outcome, Results
-from storekit.target import KnownFailures
 
 
 def results_for(target: Target, outcomes: dict[str, str]) -> Results:
