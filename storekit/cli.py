@@ -68,7 +68,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="storekit",
         description="Check session stores against the storekit contract, "
-        "and serve WSGI apps with sticky workers.",
+        "and serve WSGI and ASGI apps with sticky workers.",
     )
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
@@ -92,7 +92,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true", help="list every test as it runs")
     serve = commands.add_parser(
         "serve",
-        help="serve a WSGI app on several workers with sticky routing",
+        help="serve a WSGI or ASGI app on several workers with sticky routing",
         add_help=False,
     )
     serve.add_argument("rest", nargs=argparse.REMAINDER)

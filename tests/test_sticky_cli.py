@@ -27,7 +27,7 @@ from storekit.testing.http_client import loopback_sources, process_alive, reques
     [
         (["app_without_colon"], "MODULE:APP expects 'module:attribute', got 'app_without_colon'"),
         (["no_such_module_xyz:app"], "cannot load 'no_such_module_xyz:app'"),
-        (["os:sep"], "'os:sep' is a str, not a WSGI app or app factory"),
+        (["os:sep"], "'os:sep' is a str, not a WSGI or ASGI app or app factory"),
         (["storekit.reference.sticky:whoami", "--bind", "8000"], "--bind expects HOST:PORT, got '8000'"),
         (
             ["storekit.reference.sticky:whoami", "--workers", "0"],
@@ -56,11 +56,11 @@ from storekit.testing.http_client import loopback_sources, process_alive, reques
         ),
         (
             ["storekit.reference.sticky:whoami", "--header-timeout", "0"],
-            "--header-timeout expects a number of seconds greater than 0, e.g. 10, got 0.0",
+            "--header-timeout must be a positive number of seconds; got 0.0; for example 10",
         ),
         (
             ["storekit.reference.sticky:whoami", "--idle-timeout", "inf"],
-            "--idle-timeout expects a number of seconds greater than 0, e.g. 10, got inf",
+            "--idle-timeout must be a positive number of seconds; got inf; for example 10",
         ),
         (
             ["storekit.reference.sticky:whoami", "--routing", "header", "--trusted-proxy", "nginx"],

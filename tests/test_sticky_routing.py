@@ -295,9 +295,9 @@ def test_the_connection_limit_stays_below_the_descriptor_limit() -> None:
         ({"per_address_limit": 2.5}, "--per-address-limit expects a whole number of connections"),
         (
             {"header_timeout": -1},
-            "--header-timeout expects a number of seconds greater than 0, e.g. 10, got -1",
+            "--header-timeout must be a positive number of seconds; got -1; for example 10",
         ),
-        ({"idle_timeout": float("nan")}, "--idle-timeout expects a number of seconds greater than 0"),
+        ({"idle_timeout": float("nan")}, "--idle-timeout must be a positive number of seconds; got nan"),
         ({"trusted_proxies": ["10.0.0.0/33"]}, "--trusted-proxy expects an IP address or network"),
     ],
 )

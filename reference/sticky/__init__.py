@@ -5,7 +5,8 @@ one client may hold: connection limits, timeouts, trusted proxies, pure),
 ``bpf`` (the kernel's steering program and the filter that refuses new
 connections on stop), ``sockets`` (listeners), ``handoff`` (the master's
 accept loop when the kernel does not steer), ``worker`` (a WSGI server in
-each worker), ``guard`` (waitress held to the limits), ``master`` (forking,
+each worker), ``guard`` (waitress held to the limits), ``asgi_worker``
+(uvicorn in each worker, for an ASGI app), ``master`` (forking,
 replacing and draining workers), ``server`` (``StickyServer``), ``cli``
 (``storekit serve``). See docs/sticky.md.
 """
@@ -15,6 +16,7 @@ from storekit.reference.sticky.server import (
     SLOT_ENV,
     StickyServer,
     StickyServerError,
+    awhoami,
     require_waitress,
     resolve_mode,
     whoami,
@@ -24,6 +26,7 @@ __all__ = [
     "SLOT_ENV",
     "StickyServer",
     "StickyServerError",
+    "awhoami",
     "main",
     "require_waitress",
     "resolve_mode",

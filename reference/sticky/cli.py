@@ -11,7 +11,7 @@ import os
 import random
 import sys
 
-from storekit.reference.sticky.app import load_app
+from storekit.reference.sticky.app import INTERFACES, check_interface, load_app
 from storekit.reference.sticky.limits import (
     CONNECTION_LIMIT,
     HEADER_TIMEOUT,
@@ -30,7 +30,7 @@ from storekit.reference.sticky.routing import (
     check_workers,
     parse_bind,
 )
-from storekit.reference.sticky.server import prepare_app, require_waitress, resolve_mode
+from storekit.reference.sticky.server import prepare_app, require_server, resolve_mode
 from storekit.reference.sticky.sockets import Config, open_listeners
 
 __all__ = ["describe_limits", "main"]
@@ -38,9 +38,12 @@ __all__ = ["describe_limits", "main"]
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="storekit serve", description="Serve a WSGI app on worker processes, each client on one worker."
+        prog="storekit serve",
+        description="Serve a WSGI or ASGI app on worker processes, each client on one worker.",
     )
-    parser.add_argument("app", metavar="MODULE:APP", help="the WSGI app, e.g. myproject.wsgi:application")
+    parser.add_argument(
+        "app", metavar="MODULE:APP", help="the WSGI or ASGI app, e.g. myproject.wsgi:application or main:app"
+    )
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
     parser.add_argument(
         "--bind",
@@ -53,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--mode", default="auto", help="auto (default), kernel or handoff")
     parser.add_argument("--factory", action="store_true", help="APP is a factory, called once in each worker")
+    parser.add_argument(
+        "--interface",
+        default="auto",
+        help=f"one of {', '.join(INTERFACES)}: auto (default) serves an async (scope, receive, send) app "
+        "with uvicorn, anything else with waitress",
+    )
     parser.add_argument("--header", default="X-Forwarded-For", help="header routing: the address header")
     parser.add_argument("--cookie", default=None, help="header routing: route on this cookie when present")
     parser.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
@@ -99,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, or a message argparse already printed
         return exit_.code if isinstance(exit_.code, int) else 2
     try:
-        require_waitress()
+        interface = check_interface(args.interface)
         host, port = parse_bind(args.bind)
         routing = check_routing(args.routing)
         mode = resolve_mode(routing, check_mode(args.mode))
@@ -118,12 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     # Before the app is imported: a module-level ClusterStore() is built here, in the master.
     with shared_sessions():
         try:
-            app = prepare_app(load_app(args.app), factory=args.factory, name=repr(args.app), flag="--factory")
+            app, interface = prepare_app(
+                load_app(args.app), factory=args.factory, name=repr(args.app), flag="--factory",
+                interface=interface,
+            )  # fmt: skip
+            require_server(interface)
         except (ValueError, TypeError, ImportError) as exc:
             return _usage_error(exc)
         config = Config(
             app=app,
             factory=args.factory,
+            interface=interface,
             workers=workers,
             routing=routing,
             mode=mode,
@@ -144,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         shown = sockets[0].getsockname()
         where = f"[{shown[0]}]:{shown[1]}" if ":" in shown[0] else f"{shown[0]}:{shown[1]}"
+        served = {"asgi": " (ASGI, uvicorn)", "wsgi": "", "auto": ""}[interface]
         print(
-            f"storekit serve: {args.app} on http://{where}, {config.workers} workers, "
+            f"storekit serve: {args.app}{served} on http://{where}, {config.workers} workers, "
             f"routing {config.routing} ({config.mode} mode); {describe_limits(limits)}",
             file=sys.stderr,
             flush=True,

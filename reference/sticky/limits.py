@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from storekit.codec import check_seconds
 
 __all__ = [
     "CONNECTION_LIMIT",
@@ -101,10 +102,11 @@ def check_limit(value: object, flag: str) -> int:
 
 
 def check_timeout(value: object, flag: str) -> float:
-    """`value` as a float of seconds > 0, or ValueError naming `flag` and the value."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or math.isinf(value):
-        raise ValueError(f"{flag} expects a number of seconds greater than 0, e.g. 10, got {value!r}")
-    return float(value)
+    """`value` as a float of seconds > 0, or ValueError naming `flag` and the value
+    (:func:`storekit.codec.check_seconds`, which takes no None here)."""
+    seconds = check_seconds(flag, value, hint="; for example 10")
+    assert seconds is not None  # none=None: None is refused
+    return seconds
 
 
 def check_networks(values: Iterable[object], flag: str = "--trusted-proxy") -> tuple[Network, ...]:

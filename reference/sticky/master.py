@@ -213,6 +213,7 @@ class Master:
             ready_fd=ready_w, lifeline_fd=lifeline_r, master_pid=self.pid, close_fds=sorted(close - keep),
             threads=self.config.threads, graceful_timeout=self.config.graceful_timeout,
             limits=self.config.limits, server_options=self.config.server_options,
+            interface=self.config.interface,
         )  # fmt: skip
         sys.stdout.flush()
         sys.stderr.flush()

@@ -1,4 +1,4 @@
-"""The sticky server: a WSGI app on N worker processes, each client address on one worker.
+"""The sticky server: a WSGI or ASGI app on N worker processes, each client address on one worker.
 
 The seed's sticky-session, in Python::
 
@@ -6,6 +6,7 @@ The seed's sticky-session, in Python::
         ...  # http://127.0.0.1:{server.port}/ ; server.pids == {0: pid, 1: pid, ...}
 
     StickyServer(make_app, factory=True)               # make_app() runs once in each worker
+    StickyServer(starlette_app)                        # ASGI: uvicorn in each worker (interface=)
 
 or from a shell, ``storekit serve MODULE:APP --workers 4 --bind 127.0.0.1:8000`` (see `cli`).
 The master starts ClusterStore's server before it loads the app, so workers
@@ -17,7 +18,6 @@ See docs/sticky.md for the modes, proxies, limits and worker replacement.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
 import random
@@ -26,11 +26,17 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from types import TracebackType
 from typing import Any
 
-from storekit.reference.sticky.app import check_app, guard
+from storekit.reference.sticky.app import (
+    Interface,
+    prepare_app,
+    require_server,
+    require_uvicorn,
+    require_waitress,
+)
 from storekit.reference.sticky.bpf import kernel_supported
 from storekit.reference.sticky.limits import (
     CONNECTION_LIMIT,
@@ -57,7 +63,10 @@ __all__ = [
     "SLOT_ENV",
     "StickyServer",
     "StickyServerError",
+    "awhoami",
     "prepare_app",
+    "require_server",
+    "require_uvicorn",
     "require_waitress",
     "resolve_mode",
     "whoami",
@@ -83,29 +92,31 @@ def resolve_mode(routing: Routing, mode: Mode) -> Resolved:
     return mode
 
 
-def prepare_app(app: Callable[..., Any], *, factory: bool, name: str, flag: str) -> Callable[..., Any]:
-    """`app` checked by `check_app`; a plain function or class is guarded against being a factory."""
-    check_app(app, factory=factory, name=name, flag=flag)
-    if not factory and (inspect.isfunction(app) or isinstance(app, type)):
-        return guard(app, name, flag)
-    return app
-
-
-def require_waitress() -> None:
-    """The workers serve with waitress; say how to get it rather than fail in every worker."""
-    try:
-        import waitress  # noqa: F401
-    except ImportError:
-        raise ImportError(
-            "the sticky server's workers run waitress: pip install 'storekit[server]'"
-        ) from None
-
-
 def whoami(environ: Mapping[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     """A WSGI app that answers which worker served it: ``slot 2 pid 4242``."""
     body = f"slot {os.environ.get(SLOT_ENV, '-')} pid {os.getpid()}\n".encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+async def awhoami(scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[Any]],
+                  send: Callable[[Any], Awaitable[None]]) -> None:  # fmt: skip
+    """`whoami` for ASGI: ``slot 2 pid 4242`` over HTTP; a websocket gets the same line, then each of
+    its text messages back (lifespan is not supported, which uvicorn's ``lifespan="auto"`` accepts)."""
+    line = f"slot {os.environ.get(SLOT_ENV, '-')} pid {os.getpid()}"
+    if scope["type"] == "http":
+        body = (line + "\n").encode()
+        headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    elif scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": line})
+        while (message := await receive())["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message.get("text") or ""})
+    else:
+        raise RuntimeError(f"awhoami serves http and websocket scopes, not {scope['type']!r}")
 
 
 class StickyServer:
@@ -125,6 +136,7 @@ class StickyServer:
         routing: Routing = "ip-hash",
         mode: Mode = "auto",
         factory: bool = False,
+        interface: Interface = "auto",
         header: str | None = "X-Forwarded-For",
         cookie: str | None = None,
         seed: int | None = None,
@@ -140,9 +152,13 @@ class StickyServer:
     ) -> None:
         routing = check_routing(routing)
         name = getattr(app, "__qualname__", None) or repr(app)
+        prepared, interface = prepare_app(
+            app, factory=factory, name=name, flag="factory=True", interface=interface
+        )
         self.config = Config(
-            app=prepare_app(app, factory=factory, name=name, flag="factory=True"),
+            app=prepared,
             factory=factory,
+            interface=interface,
             workers=check_workers((os.cpu_count() or 1) if workers is None else workers),
             routing=routing,
             mode=resolve_mode(routing, check_mode(mode)),
@@ -185,6 +201,11 @@ class StickyServer:
         return self.config.mode
 
     @property
+    def interface(self) -> Interface:
+        """ "asgi" or "wsgi"; "auto" for a factory whose app each worker judges."""
+        return self.config.interface
+
+    @property
     def routing(self) -> Routing:
         return self.config.routing
 
@@ -224,7 +245,7 @@ class StickyServer:
 
     def start(self) -> None:
         """Open the sockets, fork the master, and wait until every worker serves."""
-        require_waitress()
+        require_server(self.config.interface)
         sockets = open_listeners(self.bind[0], self.bind[1], self.config, self._requested_mode)
         self.host, self.port = sockets[0].getsockname()[:2]
         status_r, status_w = os.pipe()

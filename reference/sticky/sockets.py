@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from storekit.reference.sticky.app import Interface
 from storekit.reference.sticky.bpf import attach_reuseport_program, ip_hash_program
 from storekit.reference.sticky.limits import Limits
 from storekit.reference.sticky.portcheck import check_port_free
@@ -41,6 +42,7 @@ class Config:
     graceful_timeout: float = 10.0
     limits: Limits = field(default_factory=Limits)
     server_options: dict[str, Any] = field(default_factory=dict)
+    interface: Interface = "wsgi"  # "auto": a factory's app, judged in each worker
 
 
 def open_sockets(host: str, port: int, config: Config, backlog: int = 1024) -> list[socket.socket]:

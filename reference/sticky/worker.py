@@ -1,4 +1,4 @@
-"""One worker of the sticky server: waitress serving one slot.
+"""One worker of the sticky server: waitress (WSGI) or uvicorn (ASGI, see `asgi_worker`) serving one slot.
 
 In kernel mode the worker accepts on its slot's own SO_REUSEPORT socket, which
 it inherited from the master. In handoff mode it accepts nothing itself: the
@@ -28,9 +28,13 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from storekit.reference.sticky.app import Interface, interface_of, require_waitress
 from storekit.reference.sticky.limits import Limits
+
+if TYPE_CHECKING:
+    from storekit.reference.sticky.asgi_worker import AsgiWorker
 
 __all__ = ["SLOT_ENV", "HandoffListener", "WorkerSpec", "run_worker", "server_options"]
 
@@ -109,6 +113,7 @@ class WorkerSpec:
     graceful_timeout: float = 10.0
     limits: Limits = field(default_factory=Limits)
     server_options: Mapping[str, Any] = field(default_factory=dict)
+    interface: Interface = "wsgi"  # "auto": judged from the app the factory returns
 
 
 def run_worker(spec: WorkerSpec) -> int:
@@ -122,14 +127,23 @@ def run_worker(spec: WorkerSpec) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the master, which stops us
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    asgi: AsgiWorker | None = None
     try:
         app = spec.app() if spec.factory else spec.app
-        server = _make_server(app, spec)
+        if interface_of(app, spec.interface) == "asgi":
+            from storekit.reference.sticky.asgi_worker import AsgiWorker
+
+            asgi = AsgiWorker(app, spec, stopping)
+        else:
+            require_waitress()  # a factory's app is judged here: say how to get waitress
+            server = _make_server(app, spec)
     except BaseException as exc:
         message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         os.write(spec.ready_fd, f"E{message}".encode("utf-8", "replace")[:4000])
         traceback.print_exc()
         return 3
+    if asgi is not None:
+        return asgi.run()  # says it is ready itself, once lifespan startup is done
     os.write(spec.ready_fd, b"R")
     os.close(spec.ready_fd)
     _serve(server, stopping, spec.graceful_timeout)
