@@ -208,10 +208,10 @@ def test_a_peer_killed_mid_frame_leaves_the_server_working(
         sock.sendall(frame[:30_000])
         signal.pause()  # until the SIGKILL below
         os._exit(0)
-    wait_until(lambda: len(server._workers) >= 2)
+    wait_until(lambda: server.connections >= 2)
     os.kill(pid, 9)
     os.waitpid(pid, 0)
-    wait_until(lambda: len(server._workers) == 1)
+    wait_until(lambda: server.connections == 1)
     serves_others(store)
 
 

@@ -63,8 +63,13 @@ def test_every_method_of_the_contract(master: str) -> None:
     assert store.get("a") == {"n": 1, "cookie": store.get("a")["cookie"]}  # type: ignore[index]
     assert store.length() == 2
     assert set(store.all()) == {"a", "b"}
-    store.touch("a", {"n": "ignored", "cookie": expires_in(120)})
-    assert store.get("a")["n"] == 1  # type: ignore[index]
+    renewed = expires_in(120)
+    store.touch("a", {"n": "ignored", "cookie": renewed})
+    assert store.get("a") == {"n": 1, "cookie": renewed}  # the touch's cookie, the stored data
+    assert store.all()["a"] == {"n": 1, "cookie": renewed}
+    again = expires_in(180)
+    store.touch("a", {"cookie": again})
+    assert store.get("a") == {"n": 1, "cookie": again}
     store.destroy("a")
     store.destroy("never-there")
     assert store.get("a") is None

@@ -393,12 +393,50 @@ def test_state_expires_on_read_and_set_in_the_past_removes() -> None:
 
 def test_state_refuses_oversized_values_and_keeps_the_old_one() -> None:
     state = ClusterState(max_session_bytes=10)
-    state.set(b"", b"a", _value(None, [1]))
-    assert "at most 10" in (state.set(b"", b"a", _value(None, "x" * 20)) or "")
-    assert state.get(b"", b"a") == _value(None, [1])
+    state.set(b"", b"a", _value(None, {"a": 1}))
+    assert "at most 10" in (state.set(b"", b"a", _value(None, {"x": "x" * 20})) or "")
+    assert state.get(b"", b"a") == _value(None, {"a": 1})
 
 
-def test_state_touch_rewrites_the_cookie_only() -> None:
+@pytest.mark.parametrize(
+    ("sid", "json_text", "problem"),
+    [
+        (b"\xff\xfe", b"{}", "the sid is not UTF-8"),
+        (b"\xed\xa0\x80", b"{}", "the sid is not UTF-8"),  # a lone surrogate, encoded
+        (b"s" * 1025, b"{}", "the sid is 1025 characters; clients accept at most 1024"),
+        (b"a", b"[1]", "not a compact JSON object"),
+        (b"a", b'"text"', "not a compact JSON object"),
+        (b"a", b"", "not a compact JSON object"),
+        (b"a", b' {"a":1}', "not a compact JSON object"),
+        (b"a", b'{"a":"\xff"}', "the session's JSON is not UTF-8"),
+    ],
+)
+def test_state_refuses_what_no_client_could_read(sid: bytes, json_text: bytes, problem: str) -> None:
+    state = ClusterState(max_session_bytes=1 << 20)
+    state.set(b"", b"a", NEVER + b'{"kept":1}')
+    assert problem in (state.set(b"", sid, NEVER + json_text) or "")
+    assert state.get(b"", b"a") == NEVER + b'{"kept":1}'
+    assert state.size() == 1
+
+
+def test_state_keeps_sids_of_1024_characters_in_any_script() -> None:
+    state = ClusterState(max_session_bytes=100)
+    for sid in ("é" * 1024, "s" * 1024, "\U0001f600" * 1024):
+        assert state.set(b"", sid.encode(), NEVER + '{"ü":"\U0001f600"}'.encode()) is None
+    assert state.size() == 3
+
+
+def _session(value: bytes | None) -> object:
+    """What a client reads from a stored value: the session, with a touch's cookie."""
+    assert value is not None
+    session_json, touch = wire.split_json(value[wire.JSON])
+    session = json.loads(session_json)
+    if touch is not None:
+        session["cookie"] = json.loads(touch).get("cookie")
+    return session
+
+
+def test_state_touch_renews_the_expiry_and_the_cookie_only() -> None:
     clock = Clock()
     state = ClusterState(max_session_bytes=1000, clock=clock)
     state.set(b"", b"a", _value(clock.now + 5, {"cookie": {"x": 1}, "data": [1]}))
@@ -406,27 +444,41 @@ def test_state_touch_rewrites_the_cookie_only() -> None:
     assert state.touch(b"", b"a", patch) is None
     clock.now += 10
     value = state.get(b"", b"a")
-    assert value is not None
-    assert json.loads(value[6:]) == {"cookie": {"x": 2}, "data": [1]}
+    assert _session(value) == {"cookie": {"x": 2}, "data": [1]}
+    assert state.touch(b"", b"a", wire.encode_expiry(clock.now + 60) + b'{"cookie":{"x":3}}') is None
+    assert _session(state.get(b"", b"a")) == {"cookie": {"x": 3}, "data": [1]}  # the last touch's only
+    assert len(state.get(b"", b"a") or b"") == len(value or b"")
     assert state.touch(b"", b"unknown", patch) is None
     assert state.get(b"", b"unknown") is None
     assert state.touch(b"", b"a", wire.encode_expiry(clock.now - 1) + b"{}") is None
     assert state.get(b"", b"a") is None
 
 
-def test_state_touch_reports_json_it_cannot_rewrite() -> None:
-    state = ClusterState(max_session_bytes=1000)
-    state.set(b"", b"a", NEVER + b"[1]")
-    assert state.touch(b"", b"a", NEVER + b'{"cookie":null}') is not None
-    state.set(b"", b"b", NEVER + b"{}")
-    assert state.touch(b"", b"b", NEVER + b'{"cookie":NaN}') is not None
-    assert state.get(b"", b"b") == NEVER + b"{}"
+def test_state_touch_keeps_the_session_bytes_as_they_are() -> None:
+    state = ClusterState(max_session_bytes=1 << 20)
+    stored = NEVER + rb'{"n":1.50,"s":"\u00e9","cookie":null}'  # as no encoder here would write it again
+    state.set(b"", b"a", stored)
+    state.touch(b"", b"a", NEVER + b'{"cookie":{"expires":null}}')
+    value = state.get(b"", b"a")
+    assert value is not None
+    assert wire.split_json(value[wire.JSON]) == (stored[wire.JSON], b'{"cookie":{"expires":null}}')
+    assert _session(value) == {"n": 1.5, "s": "é", "cookie": {"expires": None}}
+
+
+def test_state_touch_refuses_what_is_no_cookie_object() -> None:
+    state = ClusterState(max_session_bytes=1 << 20)
+    state.set(b"", b"a", NEVER + b'{"a":1}')
+    assert "touch needs the JSON object" in (state.touch(b"", b"a", NEVER + b"[1]") or "")
+    assert "a cookie takes at most" in (
+        state.touch(b"", b"a", NEVER + b'{"c":"' + b"x" * 70_000 + b'"}') or ""
+    )
+    assert state.get(b"", b"a") == NEVER + b'{"a":1}'
 
 
 def test_state_namespaces_are_apart() -> None:
     state = ClusterState(max_session_bytes=1000)
     state.set(b"x", b"a", NEVER + b"{}")
-    state.set(b"y", b"a", NEVER + b"[]")
+    state.set(b"y", b"a", NEVER + b'{"y":1}')
     assert state.items(b"x") == [(b"a", NEVER + b"{}")]
     state.clear(b"x")
     assert state.length(b"x") == 0

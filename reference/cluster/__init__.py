@@ -4,7 +4,8 @@
 worker starts; ``ClusterStore()`` (or ``AsyncClusterStore()``) in each worker.
 The parts: ``wire`` (the frame layout, pure), ``handshake`` (its steps,
 pure, for the server and both clients), ``state`` (the sessions the master
-keeps), ``server`` (the master's socket server), ``client`` and ``aio`` (the
+keeps), ``server`` (the master's socket server) and ``connection`` (one
+authenticated connection's requests, on a thread), ``client`` and ``aio`` (the
 two clients over ``common``), ``master`` (setup and shutdown).
 See docs/cluster.md.
 """

@@ -8,7 +8,7 @@ import socket
 from storekit.contract import Session
 from storekit.errors import StoreUnavailable
 from storekit.reference.cluster import wire
-from storekit.reference.cluster.common import ClientBase, Requests, unavailable
+from storekit.reference.cluster.common import BUSY_RETRY, Address, Busy, ClientBase, Requests, unavailable
 from storekit.reference.cluster.handshake import READ_SIZE, ClientHandshake
 
 __all__ = ["AsyncClusterStore"]
@@ -86,11 +86,9 @@ class AsyncClusterStore(ClientBase):
         return reply
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = await _connected(self.address, self.timeout)
         handshake = ClientHandshake(self.address.secret)
         try:
-            sock.setblocking(False)
-            await loop.sock_connect(sock, self.address.path)
             while not handshake.done:
                 proof = handshake.receive(await loop.sock_recv(sock, READ_SIZE))
                 if proof:
@@ -102,6 +100,28 @@ class AsyncClusterStore(ClientBase):
             sock.close()
             raise
         return sock
+
+
+async def _connected(address: Address, timeout: float) -> socket.socket:
+    """A non-blocking socket connected to the server. A Unix socket's connect
+    answers at once (``loop.sock_connect`` would take EAGAIN, a full listen
+    backlog, for a connect in progress): on EAGAIN, one more try after
+    :data:`BUSY_RETRY`, then StoreUnavailable saying "busy"."""
+    for attempt in (1, 2):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.connect(address.path)
+            return sock
+        except BlockingIOError as exc:
+            sock.close()
+            if attempt == 2 or timeout <= BUSY_RETRY:
+                raise unavailable(address, Busy(exc.errno, exc.strerror), timeout) from exc
+        except BaseException:
+            sock.close()
+            raise
+        await asyncio.sleep(BUSY_RETRY)
+    raise AssertionError("unreachable")
 
 
 def _as_timeout(exc: BaseException) -> BaseException:

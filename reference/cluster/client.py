@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 from storekit.contract import Session
 from storekit.errors import StoreUnavailable
 from storekit.reference.cluster import wire
-from storekit.reference.cluster.common import ClientBase, Requests, unavailable
+from storekit.reference.cluster.common import BUSY_RETRY, Address, Busy, ClientBase, Requests, unavailable
 from storekit.reference.cluster.handshake import READ_SIZE, ClientHandshake
 
 __all__ = ["ClusterStore"]
@@ -82,11 +83,9 @@ class ClusterStore(ClientBase):
         return reply
 
     def _connect(self) -> _Conn:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _connected(self.address.path, self.timeout, self.address)
         handshake = ClientHandshake(self.address.secret)
         try:
-            sock.settimeout(self.timeout)
-            sock.connect(self.address.path)
             sock.settimeout(None)  # blocking, with kernel timeouts: no poll() per call
             timeval = struct.pack("ll", int(self.timeout), int(self.timeout % 1 * 1_000_000))
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
@@ -99,6 +98,26 @@ class ClusterStore(ClientBase):
             sock.close()
             raise unavailable(self.address, handshake.explain(exc), self.timeout) from exc
         return _Conn(sock)
+
+
+def _connected(path: str, timeout: float, address: Address) -> socket.socket:
+    """A socket connected to ``path``; on EAGAIN (the listen backlog is full)
+    one more try after :data:`BUSY_RETRY`, then StoreUnavailable saying "busy"."""
+    for attempt in (1, 2):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(path)  # a Unix socket answers at once: connected, refused, or EAGAIN
+            return sock
+        except BlockingIOError as exc:
+            sock.close()
+            if attempt == 2 or timeout <= BUSY_RETRY:
+                raise unavailable(address, Busy(exc.errno, exc.strerror), timeout) from exc
+        except OSError as exc:
+            sock.close()
+            raise unavailable(address, exc, timeout) from exc
+        time.sleep(BUSY_RETRY)
+    raise AssertionError("unreachable")
 
 
 class _Conn:

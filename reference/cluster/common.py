@@ -34,10 +34,29 @@ from storekit.errors import InvalidSessionData, StoreError, StoreUnavailable, cu
 from storekit.reference.cluster import wire
 from storekit.reference.cluster.handshake import NotACluster, Refused, WrongKey
 
-__all__ = ["ENV_KEY", "ENV_SOCKET", "Address", "ClientBase", "Requests", "address_from_env", "unavailable"]
+__all__ = [
+    "BUSY_RETRY",
+    "ENV_KEY",
+    "ENV_SOCKET",
+    "Address",
+    "Busy",
+    "ClientBase",
+    "Requests",
+    "address_from_env",
+    "unavailable",
+]
 
 ENV_SOCKET = "STOREKIT_CLUSTER_SOCKET"
 ENV_KEY = "STOREKIT_CLUSTER_KEY"
+
+
+BUSY_RETRY = 0.05
+"""Seconds a client waits before its one retry of a connect refused with EAGAIN."""
+
+
+class Busy(OSError):
+    """The server's listen backlog was full (connect failed with EAGAIN) twice:
+    the master is too busy to accept, or something holds many connections open to it."""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -79,7 +98,13 @@ def address_from_env() -> Address:
 def unavailable(address: Address, exc: BaseException, timeout: float) -> StoreUnavailable:
     """The StoreUnavailable that explains ``exc`` for a user."""
     path = address.path
-    if isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
+    if isinstance(exc, Busy):
+        why = (
+            f"the cluster server at {path!r} is busy: its queue of connections waiting to be accepted "
+            f"is full (connect failed with EAGAIN, again after {BUSY_RETRY}s); the master is overloaded "
+            "or a process holds many connections open to it; try again later"
+        )
+    elif isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
         why = (
             f"no cluster server is listening at {path!r} ({exc.strerror}); the master must call "
             "storekit.reference.cluster.setup() before starting workers, and keep running"
@@ -173,7 +198,10 @@ class Requests:
         """The result of get."""
         data = wire.found_json(reply)
         if data is not None:
-            return decode_session(data)
+            try:
+                return _stored_session(data)
+            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError; InvalidSessionData is one too
+                raise _unreadable(data, exc) from None
         if reply == wire.MISSING_FRAME:
             return None
         return _unexpected(reply)
@@ -200,7 +228,11 @@ class Requests:
             items = wire.decode_items(wire.reply_payload(reply))
         except wire.WireError as exc:
             raise _malformed(exc) from None
-        return {sid.decode(): decode_session(value[wire.JSON]) for sid, value in items}
+        try:
+            return {sid.decode(): _stored_session(value[wire.JSON]) for sid, value in items}
+        except ValueError as exc:
+            bad = next(sid for sid, value in items if not _readable(sid, value[wire.JSON]))
+            raise _unreadable(bad, exc, what="all() found a session under sid") from None
 
 
 _Client = TypeVar("_Client", bound="ClientBase")
@@ -292,6 +324,34 @@ def _unexpected(reply: bytes) -> NoReturn:
             raise InvalidSessionData(message)
         raise StoreError(f"the cluster server refused the request: {message}")
     raise StoreError(f"the cluster server sent an unexpected reply {cut(reply)}")
+
+
+def _stored_session(data: bytes) -> Session:
+    """The session in the JSON part of a stored value, with the cookie of the touch that renewed it."""
+    session_json, touch = wire.split_json(data)
+    session = decode_session(session_json)
+    if touch is not None:
+        session["cookie"] = decode_session(touch).get("cookie")
+    return session
+
+
+def _readable(sid: bytes, data: bytes) -> bool:
+    try:
+        sid.decode()
+        _stored_session(data)
+    except ValueError:
+        return False
+    return True
+
+
+def _unreadable(found: bytes, exc: ValueError, what: str = "get() found") -> InvalidSessionData:
+    """The error for a stored session (or sid) that no client could have written."""
+    why = str(exc) if isinstance(exc, InvalidSessionData) else f"{type(exc).__name__}: {exc}"
+    return InvalidSessionData(
+        f"the cluster server holds data that is no session: {what} {cut(found)}: {why}; a client that "
+        "holds the key wrote it around ClusterStore (the server checks only the first and last byte "
+        "and the UTF-8): destroy() that sid, or clear() the namespace"
+    )
 
 
 def _malformed(exc: wire.WireError) -> StoreError:

@@ -14,6 +14,15 @@ and in each worker::
 directory and puts the socket's path and a random key into this process's
 environment (``$STOREKIT_CLUSTER_SOCKET``, ``$STOREKIT_CLUSTER_KEY``), which
 every worker forked or spawned afterwards inherits. See ``docs/cluster.md``.
+
+The socket's directory goes away on every clean stop: ``shutdown()``, the
+exit of the interpreter (atexit), and SIGTERM, for which ``setup()`` installs
+a handler when the process has SIGTERM's default disposition and calls it
+from the main thread: the handler removes the socket (and the directory
+``setup()`` made), then restores the default and sends itself SIGTERM again,
+so the process ends as it would have. Forked children get SIGTERM's default
+back. A handler the program installs later replaces it (gunicorn's and
+``storekit serve``'s do, and they exit through ``shutdown()`` or atexit).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import fcntl
 import os
 import secrets
 import shutil
+import signal
 import socket
 import stat
 import tempfile
@@ -81,6 +91,7 @@ def setup(*, max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES) -> str:
                 if _answers(address.path):
                     return address.path
                 _server = _start(address, max_session_bytes)
+            _handle_sigterm()
             return address.path
         directory = tempfile.mkdtemp(prefix="storekit-cluster-", dir=_short_tmp())  # mode 0700
         address = Address(os.path.join(directory, "sock"), secrets.token_bytes(32))
@@ -89,6 +100,7 @@ def setup(*, max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES) -> str:
         if not _at_exit:
             atexit.register(_shutdown_at_exit, os.getpid())
             _at_exit.append(os.getpid())
+        _handle_sigterm()
         for name, value in ((ENV_SOCKET, address.path), (ENV_KEY, address.secret.hex())):
             _saved_env.setdefault(name, os.environ.get(name))
             os.environ[name] = value
@@ -113,6 +125,33 @@ def shutdown() -> None:
             else:
                 os.environ[name] = value
         _saved_env.clear()
+        _release_sigterm()
+
+
+def _handle_sigterm() -> None:
+    """Clean up on SIGTERM, if SIGTERM has its default disposition and we may set it."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _release_sigterm() -> None:
+    main = threading.current_thread() is threading.main_thread()
+    if main and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """Remove the socket and the directory, then die of SIGTERM as the default would.
+    Takes no lock (the main thread, which runs this, may hold one): the process ends."""
+    server, directory = _server, _made_dir
+    if server is not None and server.pid == os.getpid():
+        server.unlink()
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _shutdown_at_exit(pid: int) -> None:
@@ -212,14 +251,42 @@ def _dir_lock(path: str) -> Iterator[None]:
 
 
 def _forget_in_child() -> None:
-    """A forked child is no master: it serves nothing and owns no directory."""
+    """A forked child is no master: it serves nothing, owns no directory, and
+    dies of SIGTERM at once, as it would have without setup() (a Python
+    handler runs only between bytecodes: a child blocked in a lock that its
+    parent holds, as multiprocessing's pool workers are when the pool is
+    terminated, would never run it)."""
     global _lock, _server, _made_dir
     _lock, _server, _made_dir = threading.Lock(), None, None
     _saved_env.clear()
     _at_exit.clear()
+    _swapped.clear()
+    with contextlib.suppress(ValueError):  # forked from another thread than the main one
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-os.register_at_fork(after_in_child=_forget_in_child)
+_swapped: list[bool] = []  # SIGTERM's default is in place for the fork under way
+
+
+def _before_fork() -> None:
+    """Fork with SIGTERM's default in place, so that the child never has the
+    handler, not even between the fork and ``_forget_in_child``."""
+    main = threading.current_thread() is threading.main_thread()
+    if main and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _swapped.append(True)
+
+
+def _after_fork_in_parent() -> None:
+    if _swapped:
+        _swapped.clear()
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_forget_in_child
+)
 
 
 def _short_tmp() -> str:

@@ -2,10 +2,17 @@
 
 A selector thread accepts connections and runs the handshake on non-blocking
 sockets: a stranger may send one frame of at most ``wire.MAX_HANDSHAKE_FRAME``
-bytes and is dropped after ``handshake_timeout``. A connection that proves it knows the key gets a
-thread of its own doing blocking I/O, as close to a raw socket round trip as
-Python gets. Every operation runs under one lock, in the order the server
-receives it, so per-sid histories are linearizable. Frames are bounded before
+bytes, is dropped after ``handshake_timeout``, and at most ``max_pending``
+strangers wait at once (the oldest is dropped for a newcomer), so that they
+never take the descriptors or the backlog that workers need. A connection
+that proves it knows the key gets a thread of its own doing blocking I/O, as
+close to a raw socket round trip as Python gets, until it has sent nothing
+for ``idle_timeout``: then the selector thread watches it, and its next
+request starts a thread again. Every operation runs under one lock, in the
+order the server receives it, so per-sid histories are linearizable; no
+request holds it for more than a batch of GETs and SETs or a slice of a long
+operation, and no connection can make the server hold more than
+``reply_bound`` bytes of replies it does not read. Frames are bounded before
 their body arrives; any protocol error closes that one connection.
 
 A forked child must not serve: an at-fork hook closes the child's copies of
@@ -15,10 +22,13 @@ sessions referenced, so that the child never frees, and so never copies, them.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
+import resource
 import selectors
+import signal
 import socket
 import struct
 import threading
@@ -27,18 +37,23 @@ import weakref
 from typing import Any
 
 from storekit.reference.cluster import wire
+from storekit.reference.cluster.connection import REPLY_BOUND, serve
 from storekit.reference.cluster.handshake import READ_SIZE, HandshakeError, ServerHandshake
 from storekit.reference.cluster.state import ClusterState
 
-__all__ = ["ClusterServer"]
+__all__ = ["HANDSHAKE_TIMEOUT", "IDLE_TIMEOUT", "REPLY_BOUND", "ClusterServer", "pending_limit"]
 
 log = logging.getLogger("storekit.cluster")
 
+_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 _LISTENER = object()
 _WAKE = object()
-_BUFFER = 1 << 16  # receive buffer of a worker connection
 _PEERCRED = struct.Struct("3i")
-_GET, _SET, _OK_FRAME, _MISSING_FRAME = wire.GET, wire.SET, wire.OK_FRAME, wire.MISSING_FRAME
+HANDSHAKE_TIMEOUT = 2.0
+"""Seconds a connection may take to prove it knows the key (a worker takes a millisecond)."""
+IDLE_TIMEOUT = 2.0
+"""Seconds an authenticated connection may send nothing before its thread hands
+it to the selector thread and ends; its next request starts a thread again."""
 
 
 class _Conn:
@@ -52,6 +67,16 @@ class _Conn:
         self.deadline = deadline
 
 
+class _Parked:
+    """An idle authenticated connection, watched by the selector thread."""
+
+    __slots__ = ("leftover", "sock")
+
+    def __init__(self, sock: socket.socket, leftover: bytes) -> None:
+        self.sock = sock
+        self.leftover = leftover  # what it had sent of its next frame
+
+
 class ClusterServer:
     """Serve ``state`` on a Unix socket at ``path`` to clients that know ``secret``."""
 
@@ -61,16 +86,25 @@ class ClusterServer:
         secret: bytes,
         *,
         state: ClusterState,
-        handshake_timeout: float = 5.0,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        max_pending: int | None = None,
+        reply_bound: int = REPLY_BOUND,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self.path = path
         self.secret = secret
         self.state = state
         self.handshake_timeout = handshake_timeout
+        self.max_pending = pending_limit() if max_pending is None else max_pending
+        self.reply_bound = reply_bound
         self.max_frame = wire.max_request_frame(state.max_session_bytes)
         self.pid = os.getpid()
-        self._conns: set[_Conn] = set()  # connections still in the handshake
-        self._workers: dict[socket.socket, threading.Thread] = {}  # authenticated ones
+        self._conns: dict[_Conn, None] = {}  # connections in the handshake, oldest first
+        self._workers: dict[socket.socket, threading.Thread] = {}  # authenticated, with a thread
+        self._parked: dict[socket.socket, _Parked] = {}  # authenticated, idle, watched by the selector
+        self._parking: collections.deque[tuple[socket.socket, bytes]] = collections.deque()  # to watch
+        self.idle_timeout = idle_timeout
+        self._idle_timeval = struct.pack("ll", int(idle_timeout), int(idle_timeout % 1 * 1_000_000))
         self._lock = threading.Lock()  # held for every operation on state
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -79,6 +113,11 @@ class ClusterServer:
         self._inode = 0
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
+
+    @property
+    def connections(self) -> int:
+        """Authenticated connections open: those with a thread and the parked ones."""
+        return len(self._workers) + len(self._parked) + len(self._parking)
 
     @property
     def running(self) -> bool:
@@ -118,11 +157,15 @@ class ClusterServer:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in recv
             thread.join(timeout)
+        self.unlink()
+        self._close_all()
+        _servers.discard(self)
+
+    def unlink(self) -> None:
+        """Remove the socket file, if it is still the one this server bound."""
         with contextlib.suppress(OSError):
             if os.stat(self.path).st_ino == self._inode:
                 os.unlink(self.path)
-        self._close_all()
-        _servers.discard(self)
 
     def _close_all(self) -> None:
         for conn in list(self._conns):
@@ -131,6 +174,10 @@ class ClusterServer:
         for worker in list(self._workers):
             worker.close()
         self._workers.clear()
+        for idle in [*self._parked, *(sock for sock, _ in self._parking)]:
+            idle.close()
+        self._parked.clear()
+        self._parking.clear()
         for sock in (self._listener, self._wake_r, self._wake_w):
             if sock is not None:
                 sock.close()
@@ -150,68 +197,44 @@ class ClusterServer:
             self._selector.unregister(self._listener)
         self._listening = on
 
-    def _serve(self, sock: socket.socket, leftover: bytes) -> None:
-        """The thread of one authenticated connection."""
+    def _spawn(self, sock: socket.socket, leftover: bytes) -> None:
+        """Give an authenticated connection with something to read a thread."""
+        thread = threading.Thread(
+            target=self._serve, args=(sock, leftover), name="storekit-cluster-worker", daemon=True
+        )
+        self._workers[sock] = thread
         try:
-            self._serve_loop(sock, leftover)
+            thread.start()
+        except RuntimeError as exc:  # no thread to be had: this one connection is closed
+            log.warning("storekit cluster server: closing a worker connection: %s", exc)
+            self._workers.pop(sock, None)
+            sock.close()
+
+    def _serve(self, sock: socket.socket, leftover: bytes) -> None:
+        """The thread of one authenticated connection, until it closes or idles."""
+        parked: bytes | None = None
+        try:
+            parked = serve(
+                sock, leftover, self.state, self._lock, max_frame=self.max_frame, reply_bound=self.reply_bound
+            )
         except (OSError, wire.WireError) as exc:
             if not self._stopping:
                 log.debug("closing a worker connection: %s", exc)
         except Exception:
             log.exception("storekit cluster server: unexpected error; closing one connection")
         finally:
+            if parked is None or self._stopping:
+                sock.close()
+            else:  # idle: the selector thread watches it, and no thread waits for it
+                self._parking.append((sock, parked))
+                with contextlib.suppress(OSError):
+                    self._wake_w.send(b"p")
             self._workers.pop(sock, None)
-            sock.close()
-
-    def _serve_loop(self, sock: socket.socket, leftover: bytes) -> None:
-        """Read into one reusable buffer (a ``recv(n)`` would allocate ``n``
-        bytes per call), answer every whole frame, repeat. GET and SET, the
-        hot paths, are answered here; the other requests by ``_handle``."""
-        recv_into, limit, handle, lock = sock.recv_into, self.max_frame, self._handle, self._lock
-        get, set_, next_request = self.state.get, self.state.set, wire.next_request
-        found_frame, error_frame, invalid = wire.found_frame, wire.error_frame, wire.ERR_INVALID_DATA
-        buf = bytearray(max(_BUFFER, len(leftover)))
-        view = memoryview(buf)
-        filled = len(leftover)
-        view[:filled] = leftover
-        while True:
-            offset = 0
-            out: list[bytes] = []
-            request = next_request(view, offset, filled, limit)
-            if request is not None:
-                with lock:
-                    while request is not None:
-                        op, namespace, sid, value, offset = request
-                        if op == _GET:
-                            found = get(namespace, sid)
-                            out.append(_MISSING_FRAME if found is None else found_frame(found))
-                        elif op == _SET:
-                            error = set_(namespace, sid, value)
-                            out.append(_OK_FRAME if error is None else error_frame(invalid, error))
-                        else:
-                            handle(op, namespace, sid, value, out)
-                        request = next_request(view, offset, filled, limit) if offset < filled else None
-            if out:  # one write per batch of replies
-                sock.sendall(out[0] if len(out) == 1 else b"".join(out))
-            if offset == filled and len(buf) == _BUFFER:  # the usual case: all answered, nothing to move
-                received = recv_into(view)
-                filled = 0
-            else:
-                if offset:
-                    filled -= offset
-                    view[:filled] = view[offset : offset + filled]
-                size = max(_BUFFER, wire.frame_size(buf, filled))
-                if size != len(buf):  # grow for a big frame, or shrink after one
-                    resized = bytearray(size)
-                    resized[:filled] = view[:filled]
-                    view.release()
-                    buf, view = resized, memoryview(resized)
-                received = recv_into(view[filled:])
-            if not received:
-                return
-            filled += received
 
     def _run(self) -> None:
+        # The threads of the server (this one and those it starts) never take SIGTERM or
+        # SIGINT, so that the kernel delivers them to a thread that can run Python's handlers.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         select = self._selector.select
         next_tick = time.monotonic() + 0.5
         while True:
@@ -226,6 +249,9 @@ class ClusterServer:
                     elif data is _WAKE:
                         with contextlib.suppress(OSError):
                             self._wake_r.recv(64)
+                        self._unpark()
+                    elif type(data) is _Parked:
+                        self._wake_parked(data)
                     else:
                         self._read(data)
                 now = time.monotonic()
@@ -248,14 +274,24 @@ class ClusterServer:
                     break
 
     def _accept(self) -> None:
+        """Accept what the backlog holds, keeping at most ``max_pending``
+        connections in the handshake: beyond that the oldest is dropped, so a
+        flood of silent connections costs a bounded number of descriptors and
+        never keeps a worker (which answers the greeting at once) out. Out of
+        descriptors, it drops the oldest pending one and tries again, or, with
+        none pending, stops accepting until the next tick."""
         assert self._listener is not None
-        for _ in range(64):
+        conns = self._conns
+        for _ in range(256):
             try:
                 sock, _ = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # EMFILE and the like: pause accepting until the next tick
-                log.warning("storekit cluster server cannot accept: %s", exc)
+            except OSError as exc:  # EMFILE and the like
+                if conns:
+                    self._close(next(iter(conns)))
+                    continue
+                log.warning("storekit cluster server cannot accept: %s; pausing until the next tick", exc)
                 self._listen(False)
                 return
             if not _same_user(sock):
@@ -268,12 +304,14 @@ class ClusterServer:
             except OSError:
                 sock.close()
                 continue
-            self._conns.add(conn)
+            while len(conns) >= self.max_pending:
+                self._close(next(iter(conns)))
+            conns[conn] = None
             self._selector.register(sock, selectors.EVENT_READ, conn)
 
     def _close(self, conn: _Conn) -> None:
         if conn in self._conns:
-            self._conns.discard(conn)
+            del self._conns[conn]
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(conn.sock)
             conn.sock.close()
@@ -301,40 +339,44 @@ class ClusterServer:
             return
         if welcome is None:
             return
-        self._conns.discard(conn)
+        del self._conns[conn]
         self._selector.unregister(conn.sock)
         sock = conn.sock
         try:
             sock.setblocking(True)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self._idle_timeval)
             sock.sendall(welcome)
         except OSError:
             sock.close()
             return
-        thread = threading.Thread(
-            target=self._serve,
-            args=(sock, conn.handshake.leftover),
-            name="storekit-cluster-worker",
-            daemon=True,
-        )
-        self._workers[sock] = thread
-        thread.start()
+        self._spawn(sock, conn.handshake.leftover)
 
-    def _handle(self, op: int, namespace: bytes, sid: bytes, value: bytes, out: list[bytes]) -> None:
-        """Every request but GET and SET, which the serve loop answers itself."""
-        state = self.state
-        if op == wire.TOUCH:
-            error = state.touch(namespace, sid, value)
-            out.append(_OK_FRAME if error is None else wire.error_frame(wire.ERR_INVALID_DATA, error))
-        elif op == wire.DESTROY:
-            state.destroy(namespace, sid)
-            out.append(_OK_FRAME)
-        elif op == wire.LENGTH:
-            out.append(wire.count_frame(state.length(namespace)))
-        elif op == wire.CLEAR:
-            state.clear(namespace)
-            out.append(_OK_FRAME)
-        else:  # ALL; next_request admits no other op
-            out.extend(wire.items_reply(state.items(namespace)))
+    def _unpark(self) -> None:
+        """Watch the connections that threads parked; close them if stopping."""
+        while self._parking:
+            sock, leftover = self._parking.popleft()
+            if self._stopping:
+                sock.close()
+                continue
+            parked = _Parked(sock, leftover)
+            self._parked[sock] = parked
+            self._selector.register(sock, selectors.EVENT_READ, parked)
+
+    def _wake_parked(self, parked: _Parked) -> None:
+        """A parked connection has something to read (or hung up): a thread again."""
+        self._selector.unregister(parked.sock)
+        del self._parked[parked.sock]
+        self._spawn(parked.sock, parked.leftover)
+
+
+def pending_limit() -> int:
+    """How many connections may wait in the handshake: a quarter of this
+    process's descriptor limit (RLIMIT_NOFILE), within 16 and 4,096, so that
+    strangers never take the descriptors that workers' connections need."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return 4096
+    return max(16, min(4096, soft // 4))
 
 
 def _same_user(sock: socket.socket) -> bool:

@@ -3,7 +3,8 @@
 Entries are kept as compactly as Python allows, since a master may hold
 millions: one ``dict`` per namespace maps the UTF-8 sid (``bytes``) to one
 ``bytes`` value, the wire's expiry (milliseconds, big-endian) followed by the
-encoded JSON, exactly as it arrived in the set request. Comparing
+encoded JSON, exactly as it arrived in the set request (a touch renews it
+without parsing it: ``wire.touched_value``). Comparing
 ``value[EXPIRY] <= now`` tells whether an entry has expired, with no per-entry
 tuple or float. Expired entries are dropped when read, and swept in the
 background through per-second buckets of sids (8 bytes of list slot per
@@ -14,10 +15,8 @@ dead sessions do not pile up. The semantics are MemoryStore's.
 from __future__ import annotations
 
 import heapq
-import json
 import time
 from collections.abc import Callable
-from typing import Any
 
 from storekit.reference.cluster.wire import (
     EXPIRY,
@@ -26,9 +25,12 @@ from storekit.reference.cluster.wire import (
     expiry_millis,
     json_length,
     millis_expiry,
+    sid_problem,
+    touched_value,
+    value_problem,
 )
 
-__all__ = ["ClusterState", "Space"]
+__all__ = ["MAX_TOUCH_BYTES", "ClusterState", "Space"]
 
 
 class Space:
@@ -82,8 +84,8 @@ class Space:
                 self.note(sid, expiry)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+MAX_TOUCH_BYTES = 1 << 16
+"""The most JSON a touch may carry (its ``{"cookie": ...}``)."""
 
 
 class ClusterState:
@@ -121,6 +123,9 @@ class ClusterState:
                 f"the session is {json_length(value)} bytes of JSON; the cluster server keeps "
                 f"at most {self.max_session_bytes} (raise max_session_bytes in setup())"
             )
+        problem = sid_problem(sid) or value_problem(value)
+        if problem is not None:
+            return f"{problem}; the cluster server stores only what ClusterStore writes"
         now_ms, now = self._now()
         expiry = value[EXPIRY]
         space = self.spaces.get(namespace)
@@ -145,8 +150,16 @@ class ClusterState:
 
     def touch(self, namespace: bytes, sid: bytes, value: bytes) -> str | None:
         """Give a live session the expiry and ``"cookie"`` of ``value``, whose
-        payload is the JSON object ``{"cookie": ...}``; an error message if
-        the result cannot be kept."""
+        payload is the JSON object ``{"cookie": ...}``, without parsing or
+        encoding the session (``wire.touched_value``: one copy of its bytes);
+        an error message if ``value`` is refused."""
+        problem = value_problem(value)
+        if problem is not None:
+            return f"touch needs the JSON object {{'cookie': ...}}: {problem}"
+        if json_length(value) > MAX_TOUCH_BYTES:
+            return (
+                f"touch carries {json_length(value)} bytes of JSON; a cookie takes at most {MAX_TOUCH_BYTES}"
+            )
         space = self.spaces.get(namespace)
         entry = space.entries.get(sid) if space is not None else None
         if space is None or entry is None:
@@ -156,44 +169,48 @@ class ClusterState:
         if entry[EXPIRY] <= now or expiry <= now:
             del space.entries[sid]
             return None
-        try:
-            stored = json.loads(entry[JSON], parse_constant=_reject_constant)
-            patch = json.loads(value[JSON], parse_constant=_reject_constant)
-            if not isinstance(stored, dict) or not isinstance(patch, dict):
-                return "touch needs a stored JSON object and a {'cookie': ...} object"
-            stored["cookie"] = patch.get("cookie")
-            text = json.dumps(stored, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-            data = text.encode("utf-8")
-        except (ValueError, RecursionError) as exc:
-            return f"touch could not rewrite the stored session: {exc}"
-        if len(data) > self.max_session_bytes:
-            return (
-                f"after touch the session is {len(data)} bytes of JSON; the cluster server keeps "
-                f"at most {self.max_session_bytes}"
-            )
-        space.entries[sid] = expiry + data
+        space.entries[sid] = touched_value(expiry, entry, value[JSON])
         if expiry != NEVER_BYTES:
             space.note(sid, expiry)
         space.sweep(now_ms, now, 16)
         return None
 
-    def length(self, namespace: bytes) -> int:
+    def length(self, namespace: bytes, budget: int = 1000) -> int | None:
+        """The number of live sessions in ``namespace``; None if it first had to
+        sweep ``budget`` expired sids and may have more to sweep (call again,
+        after letting others have the lock). Once every bucket of a second that
+        is over is swept, the expired entries left are in this second's bucket,
+        so the count costs that bucket, not the namespace."""
         space = self.spaces.get(namespace)
         if space is None:
             return 0
-        now = self._now()[1]
-        return sum(1 for value in space.entries.values() if value[EXPIRY] > now)
+        now_ms, now = self._now()
+        if space.sweep(now_ms, now, budget) <= 0 and space.order and space.order[0] < now_ms // 1000:
+            return None
+        entries = space.entries
+        current = space.buckets.get(now_ms // 1000, ())
+        expired = {sid for sid in current if (value := entries.get(sid)) is not None and value[EXPIRY] <= now}
+        return len(entries) - len(expired)
 
-    def clear(self, namespace: bytes) -> None:
-        self.spaces.pop(namespace, None)
+    def clear(self, namespace: bytes) -> Space | None:
+        """Forget ``namespace``; its entries come back, for the caller to free
+        after it has released the lock."""
+        return self.spaces.pop(namespace, None)
+
+    def snapshot(self, namespace: bytes) -> tuple[dict[bytes, bytes], bytes]:
+        """A copy of the entries of ``namespace`` and the wire time now: one C-level
+        copy under the lock; :meth:`live` filters it after the lock is released."""
+        space = self.spaces.get(namespace)
+        return ({} if space is None else space.entries.copy()), self._now()[1]
+
+    @staticmethod
+    def live(entries: dict[bytes, bytes], now: bytes) -> list[tuple[bytes, bytes]]:
+        """(sid, value) of the entries of a :meth:`snapshot` still live at ``now``."""
+        return [(sid, value) for sid, value in entries.items() if value[EXPIRY] > now]
 
     def items(self, namespace: bytes) -> list[tuple[bytes, bytes]]:
         """(sid, value) of every live session in ``namespace``."""
-        space = self.spaces.get(namespace)
-        if space is None:
-            return []
-        now = self._now()[1]
-        return [(sid, value) for sid, value in space.entries.items() if value[EXPIRY] > now]
+        return self.live(*self.snapshot(namespace))
 
     def sweep(self, budget: int = 1000) -> bool:
         """Sweep the namespaces, looking at up to ``budget`` sids; True if it

@@ -21,7 +21,10 @@ followed by the JSON. The expiry is milliseconds since the epoch, big-endian,
 so that values compare with ``value[EXPIRY] <= now`` and :data:`NEVER` (all
 ones) means "no expiry". What the server stores for a session is exactly the
 value of a set request, one ``bytes`` object; :data:`EXPIRY` and :data:`JSON`
-slice it.
+slice it. A touch keeps the session's JSON as it was and appends the touch's
+JSON (``{"cookie": ...}``), its length (4 bytes) and a zero byte, which no
+JSON object ends with (:func:`touched_value`); a reader takes the cookie from
+the appended JSON (:func:`split_json`).
 
 Replies: a status byte, then its payload (``FOUND``: a value; ``COUNT``:
 8-byte count; ``ITEMS``: repeated sid length (2), sid, value length (4),
@@ -30,10 +33,13 @@ value; ``ERROR``: a code byte and a UTF-8 message).
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import hmac
 import struct
 from typing import Final, NamedTuple, TypeAlias
+
+from storekit.codec import MAX_SID_LENGTH
 
 __all__ = [
     "ALL",
@@ -79,6 +85,7 @@ __all__ = [
     "error_frame",
     "expiry_millis",
     "found_frame",
+    "found_header",
     "found_json",
     "frame",
     "frame_size",
@@ -92,7 +99,11 @@ __all__ = [
     "parse_hello",
     "reply_payload",
     "reply_status",
+    "sid_problem",
+    "split_json",
     "take_frame",
+    "touched_value",
+    "value_problem",
     "welcome_frame",
 ]
 
@@ -217,6 +228,67 @@ def json_length(value: bytes) -> int:
     return len(value) - EXPIRY_BYTES
 
 
+_OPEN, _CLOSE = ord("{"), ord("}")
+_utf8 = codecs.utf_8_decode
+
+
+def value_problem(value: bytes) -> str | None:
+    """Why the JSON of a stored value cannot be the JSON object a client wrote, by
+    a cheap look (it is compact, so its first byte is ``{`` and its last ``}``,
+    and it is UTF-8); None when it passes. Not a parse: a client that decodes
+    what passed must still expect an error."""
+    if len(value) < EXPIRY_BYTES + 2 or value[EXPIRY_BYTES] != _OPEN or value[-1] != _CLOSE:
+        return "the session is not a compact JSON object (its JSON must start with '{' and end with '}')"
+    if not value[JSON].isascii():
+        try:
+            _utf8(memoryview(value)[JSON], "strict", True)
+        except UnicodeDecodeError as exc:
+            return f"the session's JSON is not UTF-8 ({exc.reason} at byte {exc.start})"
+    return None
+
+
+_TOUCHED: Final = 0  # the last byte of a touched value; a JSON object ends with "}"
+_PATCH_LENGTH = struct.Struct("!I")
+_TRAILER: Final = _PATCH_LENGTH.size + 1
+
+
+def split_json(data: bytes) -> tuple[bytes, bytes | None]:
+    """The session's JSON and the JSON of the touch that renewed it (None if
+    none) in the JSON part of a stored value (``value[JSON]``)."""
+    if not data or data[-1] != _TOUCHED or len(data) < _TRAILER:
+        return data, None
+    end = len(data) - _TRAILER
+    (length,) = _PATCH_LENGTH.unpack_from(data, end)
+    if length > end:
+        return data, None  # no touch's trailer: let the JSON decoder say what is wrong
+    return data[: end - length], data[end - length : end]
+
+
+def touched_value(expiry: bytes, value: bytes, patch: bytes) -> bytes:
+    """The stored ``value`` renewed by a touch: the new ``expiry``, the
+    session's JSON copied as it is (neither parsed nor encoded again), and the
+    touch's JSON ``patch`` in place of any earlier touch's."""
+    data = memoryview(value)[JSON]
+    end = len(data)
+    if end >= _TRAILER and data[-1] == _TOUCHED:
+        end -= _TRAILER + _PATCH_LENGTH.unpack_from(data, end - _TRAILER)[0]
+    return b"".join((expiry, data[:end], patch, _PATCH_LENGTH.pack(len(patch)), bytes((_TOUCHED,))))
+
+
+def sid_problem(sid: bytes) -> str | None:
+    """Why ``sid`` is no sid a client can read back (UTF-8 of at most
+    ``MAX_SID_LENGTH`` characters, no lone surrogates); None when it is one."""
+    if len(sid) <= MAX_SID_LENGTH and sid.isascii():
+        return None
+    try:
+        text = sid.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"the sid is not UTF-8 ({exc.reason} at byte {exc.start})"
+    if len(text) > MAX_SID_LENGTH:
+        return f"the sid is {len(text)} characters; clients accept at most {MAX_SID_LENGTH}"
+    return None
+
+
 # Requests
 
 
@@ -314,6 +386,12 @@ def _reply_header(status: int, payload_length: int) -> bytes:
 def found_frame(value: bytes) -> bytes:
     """The FOUND reply carrying a stored value."""
     return _REPLY.pack(len(value) + 1, FOUND) + value
+
+
+def found_header(value: bytes) -> bytes:
+    """What precedes ``value`` in its FOUND reply: a large value is sent after
+    it as it is stored, not copied into one frame."""
+    return _REPLY.pack(len(value) + 1, FOUND)
 
 
 def count_frame(count: int) -> bytes:
