@@ -83,7 +83,8 @@ def address_from_env() -> Address:
         raise StoreUnavailable(
             f"no cluster master: ${ENV_SOCKET} and ${ENV_KEY} are not set in this process; call "
             "storekit.reference.cluster.setup() in the master process before it starts its workers "
-            "(for gunicorn: in gunicorn.conf.py)"
+            "(storekit serve does this itself; for gunicorn, at the top of gunicorn.conf.py: see "
+            "docs/cluster.md#gunicorn)"
         )
     try:
         secret = bytes.fromhex(key)

@@ -42,7 +42,6 @@ from collections.abc import Iterator
 
 from storekit.codec import DEFAULT_MAX_SESSION_BYTES
 from storekit.errors import StoreError
-from storekit.reference.cluster.aio import AsyncClusterStore
 from storekit.reference.cluster.client import ClusterStore
 from storekit.reference.cluster.common import ENV_KEY, ENV_SOCKET, Address, address_from_env
 from storekit.reference.cluster.server import ClusterServer
@@ -50,11 +49,6 @@ from storekit.reference.cluster.state import ClusterState
 from storekit.target import Target
 
 __all__ = [
-    "ENV_KEY",
-    "ENV_SOCKET",
-    "Address",
-    "AsyncClusterStore",
-    "ClusterStore",
     "cluster_target",
     "outage",
     "serving",
