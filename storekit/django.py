@@ -47,7 +47,7 @@ from django.core.exceptions import ImproperlyConfigured
 from storekit.codec import cookie_json
 from storekit.contract import check_store, store_kind
 from storekit.errors import InvalidSessionId, cut
-from storekit.lifecycle import record_of, split_record
+from storekit.lifecycle import RESERVED_PREFIXES, record_of, split_record
 from storekit.live import destroy_record, write_live
 from storekit.resolve import ResolveError, resolve
 
@@ -115,6 +115,11 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
     @property
     def store(self) -> Any:
         return get_store()
+
+    def _validate_session_key(self, key: str | None) -> bool:
+        """Django's rule (8 or more characters), and never one of storekit's own records: a
+        client must not load or destroy a group index or a logout marker by naming it."""
+        return bool(super()._validate_session_key(key)) and not str(key).startswith(RESERVED_PREFIXES)
 
     def _record(self, data: dict[str, Any]) -> dict[str, Any]:
         cookie = cookie_json(

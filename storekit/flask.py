@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SessionInterface, SessionMixin, session_json_serializer
@@ -77,17 +77,24 @@ class UnavailableSession(SessionUnavailable, HTTPException):
         return self.message
 
 
-def _tag(value: Any) -> Any:
-    return session_json_serializer.tag(value)
+def _codec(serializer: TaggedJSONSerializer) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """A value to JSON and back through ``serializer``'s tags: what its ``dumps`` and ``loads``
+    do, without the JSON text (the store encodes that)."""
+
+    def tag(value: Any) -> Any:
+        return serializer.tag(value)
+
+    def untag(value: Any) -> Any:
+        if isinstance(value, dict):
+            return serializer.untag({key: untag(item) for key, item in value.items()})
+        if isinstance(value, list):
+            return [untag(item) for item in value]
+        return value
+
+    return tag, untag
 
 
-def _untag(value: Any) -> Any:
-    """What ``TaggedJSONSerializer.loads`` does to a parsed value, without the JSON text."""
-    if isinstance(value, dict):
-        return session_json_serializer.untag({key: _untag(item) for key, item in value.items()})
-    if isinstance(value, list):
-        return [_untag(item) for item in value]
-    return value
+_tag, _untag = _codec(session_json_serializer)
 
 
 class StoreSession(Session, SessionMixin):
@@ -112,11 +119,13 @@ class StoreSession(Session, SessionMixin):
     @property
     def new(self) -> bool:  # type: ignore[override]  # a flag in Flask's mixin, a constructor in the core
         """True unless this session was loaded under the sid the request's cookie named."""
+        self._ensure(quiet=True)  # a flag, as in Flask: reading it is not using the session
         return self.is_new
 
     @property
     def modified(self) -> bool:
         """Whether the session will be saved: its data changed, or ``modified = True`` was set."""
+        self._ensure(quiet=True)  # a flag, as in Flask: reading it is not using the session
         return self.is_modified()
 
     @modified.setter
@@ -154,6 +163,11 @@ class StoreSessionInterface(SessionInterface):
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = check_store(store, "Flask", kind="sync")
+        if self.serializer is not session_json_serializer:  # a subclass brought its own tags
+            tag, untag = _codec(self.serializer)
+            name = self.session_class.__name__
+            extra = {"encode": staticmethod(tag), "decode": staticmethod(untag)}
+            self.session_class = cast("type[StoreSession]", type(name, (self.session_class,), extra))
         self.can_touch = isinstance(store, SupportsTouch)
         self.genid = genid
         self.clock = clock

@@ -191,7 +191,7 @@ class Session(MutableMapping[str, Any]):
         deferred session the app never used, or whose load failed (for shells)."""
         return self._pending is None and self._failure is None
 
-    def _ensure(self, *, at_end: bool = False) -> None:
+    def _ensure(self, *, at_end: bool = False, quiet: bool = False) -> None:
         if self._failure is not None:
             raise self._failure
         load = self._pending
@@ -234,6 +234,8 @@ class Session(MutableMapping[str, Any]):
             raise self._failure from exc
         self._pending = None
         self._adopt(built)
+        if not (at_end or quiet):  # the app used the session (id, groups, cookie, data): responses vary
+            self.accessed = True
 
     def needed_at_end(self) -> bool:
         """Whether the end of the request has this session to decide on (for shells): the app
@@ -278,12 +280,12 @@ class Session(MutableMapping[str, Any]):
 
     def peek(self, key: str, default: Any = None) -> Any:
         """``session.get(key, default)`` that does not mark the session accessed (for shells)."""
-        self._ensure()
+        self._ensure(quiet=True)
         return self._data.get(key, default)
 
     def is_empty(self) -> bool:
         """Whether the session holds no data, without marking it accessed (for shells)."""
-        self._ensure()
+        self._ensure(quiet=True)
         return not self._data
 
     def mark_modified(self) -> None:

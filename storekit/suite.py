@@ -143,7 +143,9 @@ class SuitePlugin:
             declared = self.known.get(clause) if self.known is not None else None
             if declared is not None:
                 # A declared failure does not fail the run; its clause's verdict says "known".
-                item.add_marker(pytest.mark.xfail(reason=f"known failure {clause}: {declared.reason}"))
+                item.add_marker(
+                    pytest.mark.xfail(reason=f"known failure {clause}: {declared.reason}", strict=False)
+                )
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         for item in items:

@@ -165,6 +165,16 @@ def test_load_of_an_unknown_key_creates_nothing(store: Any) -> None:
     assert store.get("unknown0key0that0nobody0made0000") is None
 
 
+@pytest.mark.parametrize("key", ["storekit.group:user:ada", "storekit.ended:somesid0000"])
+def test_a_key_naming_one_of_storekits_own_records_is_no_session(store: Any, key: str) -> None:
+    store.set(key, {"members": ["victim-sid"], "cookie": {"expires": None}})
+    session = engine.SessionStore(key)  # a client's raw, unsigned cookie value
+    assert dict(session.items()) == {}
+    assert session.session_key is None
+    session.cycle_key()  # what django.contrib.auth.login does: it must not destroy the record
+    assert store.get(key) == {"members": ["victim-sid"], "cookie": {"expires": None}}
+
+
 def test_save_and_create_keep_djangos_semantics(store: Any) -> None:
     first = engine.SessionStore()
     first["a"] = 1

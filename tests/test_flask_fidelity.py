@@ -300,3 +300,52 @@ def test_the_cookie_carries_the_attributes_flasks_settings_ask_for() -> None:
         for kind, (client, _) in made.items()
     }
     assert _attributes(headers["storekit"]) - {"Max-Age"} == _attributes(headers["flask"])
+
+
+def test_an_interface_with_its_own_serializer_uses_its_tags() -> None:
+    from decimal import Decimal
+
+    from flask.json.tag import JSONTag, TaggedJSONSerializer
+
+    from storekit.flask import StoreSessionInterface
+    from storekit.reference import MemoryStore
+
+    class TagDecimal(JSONTag):
+        __slots__ = ()
+        key = " dec"
+
+        def check(self, value: Any) -> bool:
+            return isinstance(value, Decimal)
+
+        def to_json(self, value: Any) -> Any:
+            return str(value)
+
+        def to_python(self, value: Any) -> Any:
+            return Decimal(value)
+
+    serializer = TaggedJSONSerializer()
+    serializer.register(TagDecimal)
+
+    class DecimalSessions(StoreSessionInterface):
+        pass
+
+    DecimalSessions.serializer = serializer
+    store = MemoryStore()
+    app = flask.Flask("decimals")
+    app.secret_key = "s"
+    app.session_interface = DecimalSessions(store)
+
+    @app.get("/put")
+    def put() -> str:
+        flask.session["price"] = Decimal("1.10")
+        return "ok"
+
+    @app.get("/show")
+    def show() -> str:
+        return repr(flask.session["price"])
+
+    client = app.test_client()
+    client.get("/put")
+    assert client.get("/show").text == "Decimal('1.10')"
+    (record,) = store.all().values()
+    assert record["price"] == {" dec": "1.10"}

@@ -129,6 +129,14 @@ def test_a_known_failure_that_passes_says_to_remove_it(suite: pytest.Pytester) -
     )
 
 
+def test_a_known_failure_that_passes_is_reported_even_under_strict_xfail(suite: pytest.Pytester) -> None:
+    known = "destroy.1: was flaky\n"
+    args = ("--storekit=storekit.reference:MemoryStore", "-k", DESTROY_TESTS, "-o", "xfail_strict=true")
+    result, report = run(suite, known, *args)
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    assert clauses(report)["destroy.1"]["verdict"] == "unexpected pass"
+
+
 def test_a_known_failure_never_raises_the_level_and_the_badge_counts_it(suite: pytest.Pytester) -> None:
     """merging fails set.1 only: declared, the run passes, but the level stays none."""
     known = "set.1: merges\n"

@@ -942,3 +942,22 @@ def test_a_session_express_session_started_loads_in_python(
     browser.set_cookie("connect.sid", node_cookie.split(";")[0].split("=", 1)[1])
     assert browser.get("/inc").text == "1"
     assert read(browser) == {"id": sid, "data": {"views": 1, "from": "node", "n": 1}}
+
+
+@pytest.mark.parametrize("read", ["id", "groups", "cookie"])
+def test_a_response_that_read_the_sessions_id_groups_or_cookie_varies_on_cookie(read: str) -> None:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        session = session_of(environ)
+        if environ["PATH_INFO"] == "/login":
+            session["user"] = "ada"
+            body = "ok"
+        else:
+            body = repr(getattr(session, read))[:40]  # e.g. a CSRF token derived from the sid
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body.encode()]
+
+    browser = TestApp(SessionMiddleware(app, MemoryStore(), secret="s"))
+    browser.get("/login")
+    response = browser.get("/page")
+    assert response.headers.get("Vary") == "Cookie"
+    assert "Set-Cookie" not in response.headers
