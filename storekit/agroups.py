@@ -11,19 +11,36 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from storekit.contract import AsyncStore
-from storekit.groups import GROUP_PREFIX, PRUNE_AT, group_sid, joined, left, members, new_generation
+from storekit.groups import (
+    GROUP_PREFIX,
+    PRUNE_AT,
+    generation_of,
+    group_sid,
+    join_base,
+    joined,
+    left,
+    members,
+    new_generation,
+)
 
 __all__ = ["add_member", "end_group", "remove_member"]
 
 
-async def add_member(store: AsyncStore, name: str, sid: str, *, until: float) -> tuple[float, str]:
-    """See :func:`storekit.groups.add_member`."""
+async def add_member(
+    store: AsyncStore, name: str, sid: str, *, until: float, expected: str | None = None
+) -> tuple[float, str] | None:
+    """See :func:`storekit.groups.add_member`: the same calls, awaited, and the same window."""
     index = group_sid(name)
     record = await store.get(index)
+    if expected is not None and (record is None or generation_of(record) != expected):
+        return None
     alive = members(record, name)
     if len(alive) > PRUNE_AT:
         alive = [member for member in alive if await store.get(member) is not None]
-    written, until, generation = joined(record, alive, sid, until=until, generation=new_generation())
+    found = join_base(name, record, alive, await store.get(index), expected=expected)
+    if found is None:
+        return None
+    written, until, generation = joined(*found, sid, until=until, generation=new_generation())
     await store.set(index, written)
     return until, generation
 

@@ -92,7 +92,14 @@ async def end_request(
         for name in steps.leave:
             await agroups.remove_member(store, name, session.id)
         for name in steps.join:
-            session.note_group(name, *await agroups.add_member(store, name, session.id, until=steps.until))
+            joined = await agroups.add_member(
+                store, name, session.id, until=steps.until, expected=steps.expected.get(name)
+            )
+            if joined is None:  # the group was ended since this session joined it: end it too
+                await adestroy_record(store, session.id, session.config.clock(), marker=not session.is_new)
+                session.mark_destroyed()
+                break
+            session.note_group(name, *joined)
     toucher = store if can_touch and isinstance(store, SupportsAsyncTouch) else None
 
     def decided() -> Plan:

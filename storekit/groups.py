@@ -12,13 +12,18 @@ each session records the generation of every index it joined. A session whose
 group has since been ended finds no index, or one of another generation, and
 is ended when it is next loaded (:func:`membership`), so no session outlives an
 ``end_group`` of a group it had joined, even one whose membership the index
-lost. The index is a read-modify-write on a store without transactions: two
-sessions joining at the same instant can leave one of them out of the list;
-that session finds itself missing (same generation, not listed) when it is
-next loaded and joins again, and an ``end_group`` in between still ends it (the
-generation changed). Destroyed members are never removed from an index (a sid
-is never reused, so destroying it again is harmless); an index is pruned of
-members whose sessions are gone when it grows past :data:`PRUNE_AT`.
+lost, but for the window below. The index is a read-modify-write on a store
+without transactions: two sessions joining at the same instant can leave one
+of them out of the list; that session finds itself missing (same generation,
+not listed) when it is next loaded and joins again, and an ``end_group`` in
+between still ends it (the generation changed, and a session joins again only into the generation it
+joined: :func:`add_member` with ``expected``). A join reads the index again
+just before it writes it, and never writes back a generation that vanished or
+changed since its first read; an ``end_group`` that destroys the index between
+that second read and the write (one store call wide) is undone. Destroyed
+members are never removed from an index (a sid is never reused, so destroying
+it again is harmless); an index is pruned of members whose sessions are gone
+when it grows past :data:`PRUNE_AT`.
 
 The index arithmetic (:func:`members`, :func:`joined`, :func:`left`) is pure;
 :func:`add_member`, :func:`remove_member` and :func:`end_group` are its sync
@@ -51,6 +56,7 @@ __all__ = [
     "generation_of",
     "group_sid",
     "groups_due",
+    "join_base",
     "joined",
     "left",
     "members",
@@ -167,17 +173,60 @@ def left(record: dict[str, Any] | None, name: str, sid: str) -> dict[str, Any] |
     return {**record, "members": found}
 
 
-def add_member(store: Store, name: str, sid: str, *, until: float) -> tuple[float, str]:
+def join_base(
+    name: str,
+    first: dict[str, Any] | None,
+    alive: list[str],
+    current: dict[str, Any] | None,
+    *,
+    expected: str | None,
+) -> tuple[dict[str, Any] | None, list[str]] | None:
+    """The index record, and the members to keep, that a join of group ``name`` writes over;
+    None when it must write nothing and the session must end instead. Pure.
+
+    ``first`` is the index the join read (``alive``: its members, pruned),
+    ``current`` the same index read again just before the write, ``expected``
+    the generation the session recorded when it joined (None for a brand-new
+    join, such as a login). A rejoin finds the group ended since the join when
+    ``first`` is gone or of another generation. A write never restores a
+    generation that is gone: if the index vanished or changed generation
+    between the two reads, a rejoin is refused, and a brand-new join joins what
+    is there now (a fresh generation if nothing is).
+    """
+    if expected is not None and (first is None or generation_of(first) != expected):
+        return None
+    if (first is None) == (current is None) and generation_of(first) == generation_of(current):
+        return first, alive
+    if expected is not None:
+        return None
+    return current, members(current, name)
+
+
+def add_member(
+    store: Store, name: str, sid: str, *, until: float, expected: str | None = None
+) -> tuple[float, str] | None:
     """Put ``sid`` in group ``name``, keeping the index until at least ``until``.
 
-    Returns when the index now expires, and its generation.
+    Returns when the index now expires, and its generation; or None, writing
+    nothing, for a session that had joined the index of generation ``expected``
+    when that index is gone or of another generation (the group was ended since
+    the join: the caller ends the session). See :func:`join_base`: the index is read
+    again just before the ``set``, so an ``end_group`` that lands between the
+    first read (and the pruning reads) and that second read is not undone. One
+    landing between the second read and the ``set`` (one store call wide)
+    writes the ended index back.
     """
     index = group_sid(name)
     record = store.get(index)
+    if expected is not None and (record is None or generation_of(record) != expected):
+        return None  # ended since the join: no need to read again
     alive = members(record, name)
     if len(alive) > PRUNE_AT:
         alive = [member for member in alive if store.get(member) is not None]
-    written, until, generation = joined(record, alive, sid, until=until, generation=new_generation())
+    found = join_base(name, record, alive, store.get(index), expected=expected)
+    if found is None:
+        return None
+    written, until, generation = joined(*found, sid, until=until, generation=new_generation())
     store.set(index, written)
     return until, generation
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from storekit import groups as _groups
@@ -268,11 +268,14 @@ def verified_sid(cookie_header: str | None, config: SessionConfig) -> tuple[str 
 
 @dataclass(frozen=True)
 class GroupSteps:
-    """The group indexes to write before the session is saved: leave some, (re)join others until ``until``."""
+    """The group indexes to write before the session is saved: leave some, (re)join others until
+    ``until``; ``expected`` is the generation each rejoined index had when the session joined it
+    (a group missing from it is a brand-new join)."""
 
     leave: tuple[str, ...]
     join: tuple[str, ...]
     until: float
+    expected: Mapping[str, str] = field(default_factory=dict)
 
 
 def group_steps(session: Session, now: float) -> GroupSteps:
@@ -286,7 +289,15 @@ def group_steps(session: Session, now: float) -> GroupSteps:
     )
     # the next refresh comes group_ttl / 2 later at the soonest, however long the session
     until = max(now + config.group_ttl, (session.cookie.expires or 0.0) + config.group_ttl / 2)
-    return GroupSteps(tuple(sorted(session.left_groups)), tuple(due), until)
+    # the generations the session recorded: a rejoin of an index that is gone or of another
+    # generation finds the group ended since the join (storekit.groups.add_member)
+    expected = split_groups(session.to_record(session.request_secure))[1] if due else {}
+    return GroupSteps(
+        tuple(sorted(session.left_groups)),
+        tuple(due),
+        until,
+        {name: expected[name] for name in due if name in expected},
+    )
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,9 @@ def end_request(
     the shell adds. ``can_touch`` False keeps an unchanged session's expiry where it is.
 
     A session the app never used (or could not load) costs nothing: no store
-    call, no header. Otherwise the group indexes are written first, then the
+    call, no header. Otherwise the group indexes are written first (a session
+    rejoining a group that was ended since it joined is destroyed there, and the
+    plan deletes its cookie), then the
     session: ``touch``, ``set`` for a new one, and for one loaded from the store
     a set only while it is still stored (:func:`~storekit.session.write_live`);
     if it was destroyed meanwhile, nothing is written and the plan sets no
@@ -93,7 +95,14 @@ def end_request(
         for name in steps.leave:
             _groups.remove_member(store, name, session.id)
         for name in steps.join:
-            session.note_group(name, *_groups.add_member(store, name, session.id, until=steps.until))
+            joined = _groups.add_member(
+                store, name, session.id, until=steps.until, expected=steps.expected.get(name)
+            )
+            if joined is None:  # the group was ended since this session joined it: end it too
+                destroy_record(store, session.id, session.config.clock(), marker=not session.is_new)
+                session.mark_destroyed()
+                break
+            session.note_group(name, *joined)
     toucher = store if can_touch and isinstance(store, SupportsTouch) else None
 
     def decided() -> Plan:
