@@ -5,22 +5,29 @@ Every worker builds its own store from the target's factory and serves a
 session counter; each client is a distinct 127.0.0.x address with its own
 cookie. A process-local store keeps its sessions under ip-hash (sticky.2)
 but not under round-robin, which the report gives as information (sticky.3).
+A sync store is served by the WSGI middleware on waitress; an async store by
+the ASGI middleware (``storekit.asgi.SessionMiddleware``) on uvicorn, the way
+an async app runs it, not through the suite's sync adapter.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from storekit.conformance._support import build_store, check, fail
+from storekit.conformance._support import AsyncStoreFacade, build_store, check, close_store, fail
 from storekit.report import INFO_PROPERTY
 from storekit.target import Target
+
+if TYPE_CHECKING:
+    from storekit.reference.sticky.routing import Routing
 
 WORKERS = 4
 SECRET = "storekit sticky clauses"
@@ -32,7 +39,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _counter_app(target: Target) -> Callable[[], Any]:
-    """An app factory, run once in each worker: the middleware over the target's store."""
+    """An app factory, run once in each worker: the WSGI middleware over the target's sync store."""
 
     def make() -> Any:
         from storekit.reference.sticky import SLOT_ENV
@@ -50,6 +57,51 @@ def _counter_app(target: Target) -> Callable[[], Any]:
         return SessionMiddleware(count, store, secret=SECRET)
 
     return make
+
+
+def _async_counter_app(target: Target) -> Callable[[], Any]:
+    """The same counter for an async store, run once in each worker: a raw ASGI app in the ASGI
+    middleware over the target's store as it is; lifespan shutdown closes the store."""
+
+    def make() -> Any:
+        from storekit.asgi import Receive, Scope, Send, SessionMiddleware, session_of
+        from storekit.reference.sticky import SLOT_ENV
+
+        store = target.factory()
+
+        async def count(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "lifespan":
+                while (await receive())["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                await _aclose(store)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+            session = session_of(scope)
+            session["n"] = int(session.get("n", 0)) + 1
+            body = f"slot {os.environ.get(SLOT_ENV, '-')} pid {os.getpid()} n {session['n']}".encode()
+            headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        return SessionMiddleware(count, store, secret=SECRET)
+
+    return make
+
+
+async def _aclose(store: Any) -> None:
+    """Close an async store as the suite does: ``aclose()``, or a coroutine ``close()``."""
+    close = getattr(store, "aclose", None) or getattr(store, "close", None)
+    if callable(close) and inspect.iscoroutinefunction(close):
+        await close()
+
+
+def _is_async(target: Target) -> bool:
+    """Whether the target's factory builds an async store (one store, built, judged and closed)."""
+    store = build_store(target)
+    try:
+        return isinstance(store, AsyncStoreFacade)
+    finally:
+        close_store(store)
 
 
 class Client:
@@ -87,10 +139,16 @@ def _addresses(count: int, start: int = 10) -> list[str]:
     return loopback_sources(count, start)
 
 
-def _server(target: Target, routing: str) -> Iterator[Any]:
+def _server(target: Target, routing: Routing) -> Iterator[Any]:
     from storekit.reference.sticky import StickyServer
 
-    with StickyServer(_counter_app(target), workers=WORKERS, routing=routing, factory=True) as server:  # type: ignore[arg-type]
+    if _is_async(target):
+        served = StickyServer(
+            _async_counter_app(target), workers=WORKERS, routing=routing, factory=True, interface="asgi"
+        )
+    else:
+        served = StickyServer(_counter_app(target), workers=WORKERS, routing=routing, factory=True)
+    with served as server:
         yield server
 
 
