@@ -21,6 +21,7 @@ from storekit.reference.cluster import Address, AsyncClusterStore, ClusterStore,
 from storekit.reference.cluster.common import Requests
 from storekit.reference.cluster.handshake import (
     ClientHandshake,
+    Dropped,
     NotACluster,
     Refused,
     ServerHandshake,
@@ -261,8 +262,8 @@ def test_what_a_closed_connection_means_depends_on_the_step() -> None:
     assert isinstance(client.explain(ConnectionResetError()), Refused)
     assert isinstance(client.explain(TimeoutError()), TimeoutError)
     client.receive(ServerHandshake(b"key").greeting)
-    assert isinstance(client.explain(BrokenPipeError()), WrongKey)
-    with pytest.raises(WrongKey, match="hung up on"):
+    assert isinstance(client.explain(BrokenPipeError()), Dropped)  # a bad proof gets an answer
+    with pytest.raises(Dropped, match="hung up after greeting"):
         client.receive(b"")
 
 
@@ -349,6 +350,19 @@ def test_both_clients_say_a_peer_that_hangs_up_refused_them(
 ) -> None:
     message = _both_fail(peer(lambda conn: conn.close()))
     assert "refused the connection (it hung up before greeting)" in message
+
+
+def test_both_clients_say_a_server_that_drops_them_after_greeting_dropped_them(
+    peer: Callable[[Callable[[socket.socket], None]], str],
+) -> None:
+    def greet_then_drop(conn: socket.socket) -> None:
+        conn.sendall(ServerHandshake(b"k" * 32).greeting)
+        conn.recv(4096)  # the proof
+        conn.close()  # what a master under a flood does to its oldest waiting handshake
+
+    message = _both_fail(peer(greet_then_drop))
+    assert "dropped this connection during the handshake" in message
+    assert "rejected this process's key" not in message
 
 
 def test_both_clients_say_a_silent_peer_timed_out(

@@ -32,7 +32,7 @@ from storekit.codec import (
 from storekit.contract import Session
 from storekit.errors import InvalidSessionData, StoreError, StoreUnavailable, cut
 from storekit.reference.cluster import wire
-from storekit.reference.cluster.handshake import NotACluster, Refused, WrongKey
+from storekit.reference.cluster.handshake import Dropped, NotACluster, Refused, WrongKey
 
 __all__ = [
     "BUSY_RETRY",
@@ -117,6 +117,12 @@ def unavailable(address: Address, exc: BaseException, timeout: float) -> StoreUn
             f"the cluster server at {path!r} rejected this process's key, or failed to prove it holds "
             f"it too ({exc}): ${ENV_KEY} does not match the master's; start workers from the master "
             "that called setup()"
+        )
+    elif isinstance(exc, Dropped):
+        why = (
+            f"the cluster server at {path!r} dropped this connection during the handshake ({exc}): "
+            "a master drops the oldest waiting handshakes under a flood of connections, or it is "
+            "stopping; try again"
         )
     elif isinstance(exc, NotACluster):
         why = (

@@ -4,7 +4,7 @@ The server and both clients only move bytes: each feeds its side's
 ``receive()`` what arrived and sends what comes back. The frames are
 :mod:`~storekit.reference.cluster.wire`'s; here they are ordered, bounded,
 and what went wrong is named by the class of the error raised:
-:class:`Refused`, :class:`WrongKey` or :class:`NotACluster`. The clients turn
+:class:`Refused`, :class:`Dropped`, :class:`WrongKey` or :class:`NotACluster`. The clients turn
 these into the one set of messages that ``common.unavailable`` writes.
 """
 
@@ -19,6 +19,7 @@ from storekit.reference.cluster import wire
 __all__ = [
     "READ_SIZE",
     "ClientHandshake",
+    "Dropped",
     "HandshakeError",
     "NotACluster",
     "Refused",
@@ -46,6 +47,12 @@ class Refused(HandshakeError):
 
 class WrongKey(HandshakeError):
     """A proof of the shared key failed: the two sides hold different keys."""
+
+
+class Dropped(HandshakeError):
+    """The server hung up after greeting without answering the proof. A server answers a bad
+    proof with an error frame, so this is not a key mismatch: a master drops the oldest
+    waiting handshakes when too many are pending (a flood of connections), or it is stopping."""
 
 
 class NotACluster(HandshakeError):
@@ -102,7 +109,7 @@ class ClientHandshake:
         """What the server closing the connection at this step means."""
         if self.server_nonce is None:
             return Refused("it hung up before greeting")
-        return WrongKey("it hung up on this process's proof of the key")
+        return Dropped("it hung up after greeting, without answering this process's proof of the key")
 
     def explain(self, exc: BaseException) -> BaseException:
         """What ``exc``, raised by the connection during the handshake, means."""
