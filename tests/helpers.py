@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from storekit.codec import expires_in
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
@@ -42,3 +45,8 @@ def nothing_left_in_session(sid: int, timeout: float = 15.0) -> None:
     moment after its parent); fail naming what is left."""
     __tracebackhide__ = True
     wait_until(lambda: not in_session(sid), timeout, f"processes outlived the run: {in_session(sid)}")
+
+
+def expiring_in(seconds: float) -> dict[str, Any]:
+    """A one-key session whose ``cookie.expires`` is ``seconds`` from now (before now when negative)."""
+    return {"n": 1, "cookie": expires_in(seconds)}

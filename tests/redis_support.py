@@ -42,6 +42,12 @@ def raw(server: RedisServer) -> Iterator[Any]:
     client.close()
 
 
+@pytest.fixture
+def redis_url(raw: Any, server: RedisServer) -> str:
+    """The URL of ``server``, its database emptied first (by ``raw``)."""
+    return server.url
+
+
 def clean_env() -> dict[str, str]:
     """This environment without the variables that point a target at an existing Redis."""
     return {

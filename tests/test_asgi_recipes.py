@@ -16,16 +16,13 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import nothing_left_in_session, wait_until
-from redis_support import need_redis_server
 
 from storekit.reference import cluster
 from storekit.testing.http_client import request
-from storekit.testing.redis_server import RedisServer
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 BIN = Path(sys.executable).parent
@@ -96,13 +93,6 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (tmp_path / name).write_text(text)
     (tmp_path / "gunicorn.conf.py").write_text(gunicorn_conf())
     return tmp_path
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    need_redis_server()
-    with RedisServer() as server:
-        yield server.url
 
 
 def argv_of(line: str, redis_url: str | None) -> tuple[list[str], dict[str, str]]:

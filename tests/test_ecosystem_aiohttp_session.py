@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,26 +14,10 @@ pytest.importorskip("aiohttp_session")
 
 from aiohttp import web
 from aiohttp_session import Session
+from helpers import expiring_in
 
 from storekit.ecosystem.aiohttp_session import AiohttpSessionStore, CookieOnlyRequest
 from storekit.errors import InvalidSessionData, InvalidSessionId
-
-
-def expiring_in(seconds: float) -> dict[str, Any]:
-    moment = time.gmtime(time.time() + seconds)
-    return {"n": 1, "cookie": {"expires": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", moment)}}
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    from storekit.testing import RedisServer, RedisServerMissing
-
-    try:
-        server = RedisServer()
-    except RedisServerMissing as exc:
-        pytest.skip(str(exc))
-    with server:
-        yield server.url
 
 
 @pytest.fixture

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -14,26 +12,10 @@ pytest.importorskip("flask_session")
 
 from cachelib import FileSystemCache
 from flask_session.cachelib import CacheLibSessionInterface
+from helpers import expiring_in
 
 from storekit.ecosystem.flask_session import PERMANENT_SESSION_LIFETIME, FlaskSessionStore, _app
 from storekit.errors import InvalidSessionData, InvalidSessionId
-
-
-def expiring_in(seconds: float) -> dict[str, Any]:
-    moment = time.gmtime(time.time() + seconds)
-    return {"n": 1, "cookie": {"expires": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", moment)}}
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    from storekit.testing import RedisServer, RedisServerMissing
-
-    try:
-        server = RedisServer()
-    except RedisServerMissing as exc:
-        pytest.skip(str(exc))
-    with server:
-        yield server.url
 
 
 def _cachelib(tmp_path: Path) -> tuple[FlaskSessionStore, FileSystemCache]:

@@ -4,38 +4,19 @@ that docs/compatibility.md describes, which must still reproduce as described.""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 pytest.importorskip("litestar")
 
+from helpers import expiring_in
 from litestar.stores.file import FileStore
 from litestar.stores.memory import MemoryStore
 
 from storekit.ecosystem.litestar import LitestarStore
 from storekit.errors import InvalidSessionData, InvalidSessionId
-
-
-def expiring_in(seconds: float) -> dict[str, Any]:
-    moment = time.gmtime(time.time() + seconds)
-    return {"n": 1, "cookie": {"expires": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", moment)}}
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    from storekit.testing import RedisServer, RedisServerMissing
-
-    try:
-        server = RedisServer()
-    except RedisServerMissing as exc:
-        pytest.skip(str(exc))
-    with server:
-        yield server.url
 
 
 def test_set_hands_the_seconds_to_cookie_expires_and_the_msgspec_json_of_the_session() -> None:

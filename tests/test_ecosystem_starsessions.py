@@ -4,35 +4,16 @@ behaviour of theirs that docs/compatibility.md describes, which must still be as
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 pytest.importorskip("starsessions")
 
+from helpers import expiring_in
 from starsessions import InMemoryStore
 
 from storekit.ecosystem.starsessions import GC_TTL, StarsessionsStore, expiry_arguments
 from storekit.errors import InvalidSessionData, InvalidSessionId
-
-
-def expiring_in(seconds: float) -> dict[str, Any]:
-    moment = time.gmtime(time.time() + seconds)
-    return {"n": 1, "cookie": {"expires": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", moment)}}
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    from storekit.testing import RedisServer, RedisServerMissing
-
-    try:
-        server = RedisServer()
-    except RedisServerMissing as exc:
-        pytest.skip(str(exc))
-    with server:
-        yield server.url
 
 
 def test_expiry_becomes_lifetime_and_ttl_and_no_expiry_is_a_session_only_cookie() -> None:
