@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager
 from http.cookies import SimpleCookie
@@ -23,6 +22,7 @@ from typing import Any
 
 import pytest
 from helpers import nothing_left_in_session, wait_until
+from sticky_load import stop_under_load
 
 pytest.importorskip("uvicorn", reason="ASGI workers run uvicorn (pip install uvicorn)")
 starlette = pytest.importorskip("starlette", reason="the ASGI apps here are Starlette apps")
@@ -379,23 +379,6 @@ async def short_app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-def one_request(port: int, source: str) -> str:
-    """'ok'; 'refused' when the connection was never made (the server stopped listening); else the failure."""
-    try:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
-    except OSError as exc:  # refused, or SYNs dropped until it is: not a request the server had
-        return "refused" if isinstance(exc, ConnectionRefusedError | TimeoutError) else repr(exc)
-    with sock:
-        try:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            data = b""
-            while chunk := sock.recv(4096):
-                data += chunk
-        except OSError as exc:
-            return f"{type(exc).__name__} after connecting"
-    return "ok" if data.startswith(b"HTTP/1.1 200") and data.endswith(b"ok") else f"answer {data[:40]!r}"
-
-
 @pytest.mark.parametrize(
     ("routing", "mode"),
     [
@@ -409,31 +392,7 @@ def test_sigterm_under_load_finishes_every_asgi_request_the_server_accepted(rout
     server = StickyServer(short_app, workers=2, routing=routing, mode=mode, trusted_proxies=["127.0.0.1"])  # type: ignore[arg-type]
     server.start()
     pids = server.all_pids()
-    outcomes: Counter[str] = Counter()
-    lock = threading.Lock()
-    stopped = threading.Event()
-
-    def client(source: str) -> None:
-        deadline = time.monotonic() + 20  # bounded whatever happens
-        while time.monotonic() < deadline:
-            outcome = one_request(server.port, source)
-            with lock:
-                outcomes[outcome] += 1
-            if outcome == "refused" and stopped.is_set():
-                return
-
-    threads = [threading.Thread(target=client, args=(s,)) for s in loopback_sources(32, start=30)]
-    try:
-        for thread in threads:
-            thread.start()
-        wait_until(lambda: outcomes["ok"] >= 300, 20, f"the load did not get going: {outcomes}")
-        stopped.set()
-        server.stop()  # SIGTERM to the master, with requests in flight on every worker
-    finally:
-        stopped.set()
-        server.stop()
-        for thread in threads:
-            thread.join(25)
+    outcomes = stop_under_load(server)
     failures = {k: v for k, v in outcomes.items() if k not in ("ok", "refused")}
     print(f"\nSIGTERM under load, ASGI ({routing}, {mode}): {dict(outcomes)}")
     assert not failures, f"requests lost in the stop: {failures} (of {sum(outcomes.values())})"
