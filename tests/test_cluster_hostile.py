@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from cluster_support import read_frame
 from helpers import wait_until
 
 from storekit import StoreUnavailable
@@ -48,19 +49,6 @@ def connect(server: ClusterServer) -> socket.socket:
     sock.settimeout(5.0)
     sock.connect(server.path)
     return sock
-
-
-def read_frame(sock: socket.socket) -> bytes:
-    """One whole frame, prefix included (read a byte at a time until its size is known)."""
-    data = b""
-    while True:
-        size = wire.frame_size(data, len(data))
-        if size and len(data) >= size:
-            return data
-        chunk = sock.recv(size - len(data) if size else 1)
-        if not chunk:
-            raise EOFError
-        data += chunk
 
 
 def authenticated(server: ClusterServer) -> socket.socket:

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cluster_support import read_frame
 from helpers import wait_until
 
 from storekit import InvalidSessionData, StoreUnavailable, expires_in
@@ -95,18 +96,6 @@ def master_process(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def read_frame(sock: socket.socket) -> bytes:
-    data = b""
-    while True:
-        size = wire.frame_size(data, len(data))
-        if size and len(data) >= size:
-            return data
-        chunk = sock.recv(size - len(data) if size else 4)
-        if not chunk:
-            raise EOFError
-        data += chunk
 
 
 def authenticated(address: Address) -> socket.socket:
