@@ -28,15 +28,25 @@ ANSWER_TIMEOUT = 120.0
 _context = multiprocess.get_context("spawn")
 
 
+MIX = ("get",) * 5 + ("set",) * 4 + ("destroy",)
+"""The operations of a process history, in their shares."""
+
+
 def _history(
-    store: Any, client: int, sids: list[str], count: int, seed: int, start_ns: int
+    store: Any,
+    client: int,
+    sids: list[str],
+    count: int,
+    seed: int,
+    start_ns: int,
+    kinds: tuple[str, ...] = MIX,
 ) -> list[tuple[Any, ...]]:
     """Run ``count`` random operations from ``start_ns`` on; record each with its times.
 
-    Each set writes a :func:`~storekit.conformance.linearizability.record`, every
-    field holding the set's token; a get records the token it read, or a ``Torn``."""
+    Each set (or replace) writes a :func:`~storekit.conformance.linearizability.record`,
+    every field holding its token; a get records the token it read, or a ``Torn``; a
+    replace records whether it wrote."""
     rng = random.Random(seed)
-    kinds = ("get",) * 5 + ("set",) * 4 + ("destroy",)
     plan = [(rng.choice(kinds), rng.choice(sids), f"p{client}-{i}") for i in range(count)]
     while time.monotonic_ns() < start_ns:
         pass
@@ -47,9 +57,12 @@ def _history(
             result = observe(store.get(sid))
         elif kind == "set":
             result = store.set(sid, record(value))
+        elif kind == "replace":
+            result = store.replace(sid, record(value))
         else:
             result = store.destroy(sid)
-        ops.append((client, sid, kind, value if kind == "set" else None, result, called, time.monotonic_ns()))
+        written = value if kind in ("set", "replace") else None
+        ops.append((client, sid, kind, written, result, called, time.monotonic_ns()))
     return ops
 
 
@@ -174,10 +187,10 @@ class Pool:
             self.close()
             raise
 
-    def history(self, sids: list[str], count: int) -> list[Operation]:
+    def history(self, sids: list[str], count: int, kinds: tuple[str, ...] = MIX) -> list[Operation]:
         start = time.monotonic_ns() + 200_000_000  # everyone starts together, 0.2 s from now
         for index, worker in enumerate(self.workers):
-            worker.send("history", index, sids, count, random.randrange(1 << 30), start)
+            worker.send("history", index, sids, count, random.randrange(1 << 30), start, kinds)
         return self.collect_history()
 
     def collect_history(self) -> list[Operation]:

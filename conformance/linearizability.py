@@ -1,4 +1,4 @@
-"""A linearizability checker for per-sid histories of get, set and destroy,
+"""A linearizability checker for per-sid histories of get, set, destroy and replace,
 with the checks that come before it: torn reads and reads of unwritten values.
 
 The search is Wing & Gong's, with the memoization of (set of linearized
@@ -56,10 +56,13 @@ class _Unknown:
 UNKNOWN: Hashable = _Unknown()
 """The result of an operation that never returned."""
 
-Kind = Literal["get", "set", "destroy", "all", "clear"]
-"""``"all"``: this sid's part of an ``all()``, a read; ``"clear"``: its part of a ``clear()``, a destroy."""
+Kind = Literal["get", "set", "destroy", "all", "clear", "replace"]
+"""``"all"``: this sid's part of an ``all()``, a read; ``"clear"``: its part of a ``clear()``, a destroy;
+``"replace"``: a set only while live, whose result is True (it wrote), False (nothing was live) or
+:data:`UNKNOWN`."""
 _READS = ("get", "all")
 _REMOVES = ("destroy", "clear")
+_WRITES = ("set", "replace")
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,8 @@ class Operation:
     def describe(self) -> str:
         if self.kind == "set":
             text = f"set({self.value!r})"
+        elif self.kind == "replace":
+            text = f"replace({self.value!r}) -> {self.result!r}"
         elif self.kind == "get":
             text = f"get() -> {self.result!r}"
         elif self.kind == "all":
@@ -131,6 +136,9 @@ class Operation:
 def _step(state: Hashable, op: Operation) -> tuple[bool, Hashable]:
     if op.kind == "set":
         return True, op.value
+    if op.kind == "replace":  # writes only over a live session, and says whether it did
+        live = state is not None
+        return (op.result is UNKNOWN or op.result == live), (op.value if live else state)
     if op.kind in _REMOVES:
         return True, None
     return (op.result is UNKNOWN or op.result == state), state
@@ -287,10 +295,27 @@ def _with_readers(ops: list[Operation], drop: Operation) -> list[Operation]:
     Dropping a write alone would turn its readers into impossible reads and so
     manufacture a failure; dropping them with it keeps every sub-history of a
     linearizable history linearizable, so what fails is a real witness."""
-    if drop.kind in _READS:
-        return [op for op in ops if op is not drop]
-    seen = drop.value if drop.kind == "set" else None
-    return [op for op in ops if op is not drop and not (op.kind in _READS and op.result == seen)]
+    if drop.kind in _READS or (drop.kind == "replace" and drop.result is False):
+        return [op for op in ops if op is not drop]  # it wrote nothing
+    if drop.kind in _REMOVES:  # its readers: the reads of None, and the replaces that found nothing
+        return [
+            op
+            for op in ops
+            if op is not drop
+            and not (op.kind in _READS and op.result is None)
+            and not (op.kind == "replace" and op.result is False)
+        ]
+    # A write: a replace that wrote may have written over it alone, so every such replace
+    # goes too, with the readers of what they wrote (removing writes never makes a moment
+    # live that was not, so what is left keeps its linearization).
+    gone = {drop.value} | {op.value for op in ops if op.kind == "replace" and op.result is not False}
+    return [
+        op
+        for op in ops
+        if op is not drop
+        and not (op.kind == "replace" and op.result is not False)
+        and not (op.kind in _READS and op.result in gone)
+    ]
 
 
 def minimal_failure(
@@ -316,12 +341,12 @@ def _read_problem(sid: str, ops: list[Operation], problem: Problem) -> CheckResu
     begun to write when the read returned."""
     began: dict[Hashable, int] = {}
     for op in ops:
-        if op.kind == "set":
+        if op.kind == "set" or (op.kind == "replace" and op.result is not False):
             began[op.value] = min(op.called, began.get(op.value, op.called))
     for read in sorted((op for op in ops if op.kind in _READS), key=lambda o: o.called):
         if problem == "torn" and isinstance(read.result, Torn):
             tokens = set(read.result.sources())
-            writes = tuple(op for op in ops if op.kind == "set" and op.value in tokens)
+            writes = tuple(op for op in ops if op.kind in _WRITES and op.value in tokens)
             return CheckResult(False, sid, (read, *writes), "torn")
         if problem == "unwritten" and read.result is not None and read.result is not UNKNOWN:
             start = began.get(read.result)
@@ -373,7 +398,7 @@ class Liveness:
         for op in ops:
             sets, removes = spans.setdefault(op.sid, ([], []))
             span = (op.called, horizon if op.returned is None else op.returned)
-            if op.kind == "set":
+            if op.kind == "set" or (op.kind == "replace" and op.result is not False):
                 sets.append(span)
             elif op.kind in _REMOVES:
                 removes.append(span)

@@ -73,6 +73,11 @@ class Recorder:
             ops = [Operation(client, sid, "set", token, None, called, returned)]
         elif kind == "destroy":
             ops = [Operation(client, sid, "destroy", None, None, called, returned)]
+        elif kind == "replace":
+            if not isinstance(result, bool):
+                self.failed(client, f"replace({sid!r})", f"returned {result!r}, not a bool")
+                return
+            ops = [Operation(client, sid, "replace", token, result, called, returned)]
         elif kind == "clear":
             ops = [Operation(client, each, "clear", None, None, called, returned) for each in self.sids]
         elif kind == "length":
@@ -105,6 +110,8 @@ class Recorder:
 def _call(store: Any, kind: str, sid: str, token: str) -> Any:
     if kind == "set":
         return store.set(sid, record(token))
+    if kind == "replace":
+        return store.replace(sid, record(token))
     if kind == "touch":
         return store.touch(sid, _touching(token))
     if kind in BASIC:
@@ -115,6 +122,8 @@ def _call(store: Any, kind: str, sid: str, token: str) -> Any:
 async def _acall(store: Any, kind: str, sid: str, token: str) -> Any:
     if kind == "set":
         return await store.set(sid, record(token))
+    if kind == "replace":
+        return await store.replace(sid, record(token))
     if kind == "touch":
         return await store.touch(sid, _touching(token))
     if kind in BASIC:
@@ -123,10 +132,10 @@ async def _acall(store: Any, kind: str, sid: str, token: str) -> Any:
 
 
 def _shown(kind: str, sid: str) -> str:
-    return f"{kind}({sid!r})" if kind in (*BASIC, "touch") else f"{kind}()"
+    return f"{kind}({sid!r})" if kind in (*BASIC, "touch", "replace") else f"{kind}()"
 
 
-def _run_threads(store: Any, recorder: Recorder, per_thread: int) -> None:
+def _run_threads(store: Any, recorder: Recorder, per_thread: int, clause: str = "threads.1") -> None:
     barrier = threading.Barrier(THREADS)
 
     def work(client: int) -> None:
@@ -147,7 +156,7 @@ def _run_threads(store: Any, recorder: Recorder, per_thread: int) -> None:
     for thread in threads:
         thread.join(timeout=120)
     if any(thread.is_alive() for thread in threads):
-        fail("threads.1", "a thread was still running after 120s: the store hangs under concurrency")
+        fail(clause, "a thread was still running after 120s: the store hangs under concurrency")
 
 
 def _run_tasks(facade: AsyncStoreFacade, recorder: Recorder, per_task: int) -> None:

@@ -130,6 +130,26 @@ class MemoryStore:
                     self._shelf.note_expiry(expires, self.name, sid)
             self._shelf.sweep(now)
 
+    def replace(self, sid: str, session: Session) -> bool:
+        """Set ``session`` only while a live session is stored under ``sid``; whether it was."""
+        check_sid(sid)
+        data = encode_session(session, max_bytes=self.max_session_bytes)
+        now = self.clock()
+        expires = self._expiry(session, now)
+        with self._shelf.lock:
+            entry = self._space.get(sid)
+            if entry is None or (entry[1] is not None and entry[1] <= now):
+                self._space.pop(sid, None)
+                return False
+            if expires is not None and expires <= now:
+                del self._space[sid]
+            else:
+                self._space[sid] = (data, expires)
+                if expires is not None:
+                    self._shelf.note_expiry(expires, self.name, sid)
+            self._shelf.sweep(now)
+        return True
+
     def destroy(self, sid: str) -> None:
         check_sid(sid)
         with self._shelf.lock:
@@ -214,6 +234,9 @@ class AsyncMemoryStore:
 
     async def destroy(self, sid: str) -> None:
         self.sync.destroy(sid)
+
+    async def replace(self, sid: str, session: Session) -> bool:
+        return self.sync.replace(sid, session)
 
     async def touch(self, sid: str, session: Session) -> None:
         self.sync.touch(sid, session)

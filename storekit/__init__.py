@@ -9,9 +9,11 @@ from storekit.contract import (
     SupportsAsyncAll,
     SupportsAsyncClear,
     SupportsAsyncLength,
+    SupportsAsyncReplace,
     SupportsAsyncTouch,
     SupportsClear,
     SupportsLength,
+    SupportsReplace,
     SupportsTouch,
 )
 from storekit.errors import InvalidSessionData, InvalidSessionId, StoreError, StoreUnavailable
@@ -31,9 +33,11 @@ __all__ = [
     "SupportsAsyncAll",
     "SupportsAsyncClear",
     "SupportsAsyncLength",
+    "SupportsAsyncReplace",
     "SupportsAsyncTouch",
     "SupportsClear",
     "SupportsLength",
+    "SupportsReplace",
     "SupportsTouch",
     "Target",
     "__version__",

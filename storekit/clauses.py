@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "ADDED_OPTIONAL",
     "CLAUSES",
     "CONTRACT",
     "LEVELS",
@@ -23,16 +24,19 @@ __all__ = [
     "profile",
 ]
 
-CONTRACT = "1"
+CONTRACT = "2"
 """The version of the contract that these clauses are. Every result names it (the JSON
-report's ``contract``, the badge's ``v1``, the terminal table's header): a later version
-adds clauses, and a result says which ones it was checked against."""
+report's ``contract``, the badge's ``v2``, the terminal table's header): a later version
+adds clauses, and a result says which ones it was checked against. Each clause names the
+version that added it (:attr:`Clause.since`)."""
 
 
 @dataclass(frozen=True)
 class Clause:
     id: str
     summary: str
+    since: str = "1"
+    """The contract version that added the clause."""
 
     @property
     def section(self) -> str:
@@ -49,6 +53,7 @@ SECTIONS: dict[str, str] = {
     "length": "optional",
     "clear": "optional",
     "all": "optional",
+    "replace": "optional",
     "threads": "required",
     "process": "shared",
     "sticky": "sticky",
@@ -61,11 +66,16 @@ have an outage hook."""
 
 LEVELS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("sid", "get", "set", "destroy", "ttl", "threads")),
-    ("full", ("touch", "length", "clear", "all")),
+    ("full", ("touch", "length", "clear", "all", "replace")),
     ("shared", ("process",)),
     ("sticky", ("sticky",)),
 ]
 """Conformance levels, each adding its sections to the ones before it."""
+
+ADDED_OPTIONAL = ("replace",)
+"""Optional sections that a later version added. A store that does not offer one keeps the
+level it had under version 1 (its clauses count as met when "not offered"); a store that
+offers it must pass its clauses for the level, as for any section."""
 
 STATEFUL = "model"
 """The stateful model test's row: no clause of its own, but every level of every
@@ -133,6 +143,17 @@ CLAUSES: list[Clause] = [
     Clause("clear.2", "clear on an empty store is a no-op"),
     Clause("clear.3", "clear removes its own namespace only"),
     Clause("all.1", "all returns a new dict of every live sid to its session"),
+    Clause(
+        "replace.1", "replace of a live session replaces it and returns True; else stores nothing, False", "2"
+    ),
+    Clause(
+        "replace.2", "replace of a session set would refuse raises InvalidSessionData, changes nothing", "2"
+    ),
+    Clause("replace.3", "replace sets the new expiry; a past expiry removes the live session", "2"),
+    Clause(
+        "replace.4", "replace beside set, get and destroy from 8 threads (or 64 tasks) is linearizable", "2"
+    ),
+    Clause("replace.5", "replace beside set, get and destroy from 4 processes is linearizable", "2"),
     Clause(
         "threads.1",
         "one store from 8 threads (or 64 tasks) on every method: nothing raises or tears, counts fit, "

@@ -16,8 +16,10 @@ Terms:
 
 The methods mirror connect/express-session's Store: ``get``, ``set`` and
 ``destroy`` are required; ``touch`` is recommended; ``length``, ``clear`` and
-``all`` are optional. :class:`AsyncStore` is the same contract with coroutine
-methods.
+``all`` are optional. Version 2 adds the optional ``replace``, a write that
+lands only on a live session, which is what keeps a logout final under a
+request still in flight. :class:`AsyncStore` is the same contract with
+coroutine methods.
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ __all__ = [
     "SupportsAsyncAll",
     "SupportsAsyncClear",
     "SupportsAsyncLength",
+    "SupportsAsyncReplace",
     "SupportsAsyncTouch",
     "SupportsClear",
     "SupportsLength",
+    "SupportsReplace",
     "SupportsTouch",
     "check_store",
     "store_kind",
@@ -154,6 +158,30 @@ class SupportsAll(Protocol):
 
 
 @runtime_checkable
+class SupportsReplace(Protocol):
+    """The optional ``replace`` (contract version 2): a write only while the session is live."""
+
+    def replace(self, sid: str, session: Session) -> bool:
+        """Store ``session`` under ``sid`` only if a live session is stored there, in one atomic step.
+
+        * replace.1: on a live session it does what ``set`` does (the whole
+          session replaced, never merged) and returns ``True``; on an unknown,
+          destroyed or expired sid it stores nothing and returns ``False``.
+        * replace.2: a session ``set`` would refuse raises
+          :class:`~storekit.InvalidSessionData` (so does a malformed
+          ``cookie.expires``), and what was stored is unchanged.
+        * replace.3: the expiry is the new session's, as ``set`` gives it; an
+          ``expires`` at or before now removes the live session (and returns
+          ``True``).
+        * replace.4: from 8 threads (or 64 tasks) beside ``set``, ``get`` and
+          ``destroy`` on the same sids, the history is linearizable: no
+          ``replace`` lands on a session a ``destroy`` removed before it.
+        * replace.5: the same from 4 processes, for a shared store.
+        """
+        ...
+
+
+@runtime_checkable
 class AsyncStore(Protocol):
     """:class:`Store` for asyncio: the same clauses, with coroutine methods."""
 
@@ -203,6 +231,15 @@ class SupportsAsyncAll(Protocol):
 
     async def all(self) -> dict[str, Session]:
         """See :meth:`SupportsAll.all`."""
+        ...
+
+
+@runtime_checkable
+class SupportsAsyncReplace(Protocol):
+    """:class:`SupportsReplace` for asyncio."""
+
+    async def replace(self, sid: str, session: Session) -> bool:
+        """See :meth:`SupportsReplace.replace`."""
         ...
 
 

@@ -9,7 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from storekit.clauses import CLAUSES, CONTRACT, LEVELS, PROFILES, SECTIONS, STATEFUL, Profile, profile
+from storekit.clauses import (
+    ADDED_OPTIONAL,
+    CLAUSES,
+    CONTRACT,
+    LEVELS,
+    PROFILES,
+    SECTIONS,
+    STATEFUL,
+    Profile,
+    by_id,
+    profile,
+)
 from storekit.known import KnownFailure, KnownFailures
 from storekit.target import Target
 
@@ -70,10 +81,16 @@ def _level(of: Profile, verdicts: Mapping[str, str]) -> str:
         return "none"
     reached = "none"
     for level, _ in LEVELS:
-        if any(verdicts.get(clause, "skipped") not in ACCEPTED[level] for clause in of.requires(level)):
+        if any(not _counts(level, clause, verdicts.get(clause, "skipped")) for clause in of.requires(level)):
             break
         reached = level
     return reached
+
+
+def _counts(level: str, clause: str, verdict: str) -> bool:
+    if verdict == "not offered" and by_id(clause).section in ADDED_OPTIONAL:
+        return True  # a section a later version added keeps a v1 store's level when not offered
+    return verdict in ACCEPTED[level]
 
 
 def badge(targets: Iterable[Mapping[str, str]]) -> tuple[str, str]:

@@ -106,6 +106,69 @@ class DictStore:
             }
 
 
+class Replacing(DictStore):
+    """DictStore with a correct replace (contract version 2): the look and the write under one lock."""
+
+    def replace(self, sid: str, session: Any) -> bool:
+        key = self._key(sid)
+        packed = self._pack(session)
+        expires = session_expiry(session)
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None or not self._live(entry[1], time.time()):
+                return False
+            if expires is not None and expires <= time.time():
+                del self._data[key]
+            else:
+                self._data[key] = (packed, expires)
+            return True
+
+
+class ReplaceCreates(Replacing):
+    """replace is a set: it writes whether or not a session is there."""
+
+    def replace(self, sid: str, session: Any) -> bool:
+        self.set(sid, session)
+        return True
+
+
+class ReplaceChecksLate(Replacing):
+    """replace looks for the session before it checks what it was given."""
+
+    def replace(self, sid: str, session: Any) -> bool:
+        if self.get(sid) is None:
+            return False
+        return super().replace(sid, session)
+
+
+class ReplaceKeepsExpiry(Replacing):
+    """replace writes the data and keeps the old expiry."""
+
+    def replace(self, sid: str, session: Any) -> bool:
+        key = self._key(sid)
+        packed = self._pack(session)
+        session_expiry(session)
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None or not self._live(entry[1], time.time()):
+                return False
+            self._data[key] = (packed, entry[1])
+            return True
+
+
+class ReplaceLooksFirst(Replacing):
+    """replace looks, lets go of the lock, then writes: a destroy in between is undone."""
+
+    def replace(self, sid: str, session: Any) -> bool:
+        self._pack(session)  # refuses what set refuses, as replace.2 asks
+        session_expiry(session)
+        if self.get(sid) is None:
+            return False
+        time.sleep(0)
+        self.set(sid, session)
+        return True
+
+
 class LaxSids(DictStore):
     def _key(self, sid: Any) -> str:
         return check_sid(str(sid) if sid != "" else sid)
@@ -485,6 +548,7 @@ def _target(factory: Any, name: str, **options: Any) -> Target:
 
 
 correct = _target(DictStore, "correct")
+replacing = _target(Replacing, "replacing")
 minimal = _target(Minimal, "minimal")
 
 _CATALOGUE: dict[str, tuple[str, Any]] = {
@@ -514,6 +578,10 @@ _CATALOGUE: dict[str, tuple[str, Any]] = {
     "clear_forgets": ("clear.1", ClearForgets),
     "clear_of_empty_raises": ("clear.2", ClearOfEmptyRaises),
     "all_as_list": ("all.1", AllAsList),
+    "replace_creates": ("replace.1", ReplaceCreates),
+    "replace_checks_late": ("replace.2", ReplaceChecksLate),
+    "replace_keeps_expiry": ("replace.3", ReplaceKeepsExpiry),
+    "replace_looks_first": ("replace.4", ReplaceLooksFirst),
     "torn_set": ("threads.1", TornSet),
 }
 

@@ -95,7 +95,7 @@ def test_a_known_failure_that_fails_is_known_and_does_not_fail_the_run(suite: py
     assert report["known_failures"] == "known.txt"
     result.stdout.fnmatch_lines(
         [
-            "*storekit conformance (contract v1)*",
+            "*storekit conformance (contract v2)*",
             "  known           set.1      set.1: get after two sets returned * "
             "[[]known: merges on purpose https://example.org/issues/3[]]",
             "*1 known*",
@@ -152,7 +152,7 @@ def test_a_known_failure_never_raises_the_level_and_the_badge_counts_it(suite: p
     endpoint = json.loads((suite.path / "b.json").read_text())
     assert endpoint == {
         "schemaVersion": 1,
-        "label": "storekit v1",
+        "label": "storekit v2",
         "message": "fails core (1 known)",
         "color": "red",
     }

@@ -263,3 +263,52 @@ def test_liveness_bounds_hold_for_every_instant_of_any_real_history() -> None:
                     counts.append(sum(state.values()))
             counts.append(sum(state.values()))
             assert all(low <= n <= high for n in counts), (seed, called, returned, low, high, counts)
+
+
+def test_a_replace_writes_only_over_a_live_session_and_says_so() -> None:
+    assert check_partition(
+        [op(0, "set", 0, 1, "a"), op(0, "replace", 2, 3, "b", True), op(0, "get", 4, 5, result="b")]
+    )
+    assert check_partition([op(0, "replace", 0, 1, "b", False), op(0, "get", 2, 3)])
+    assert not check_partition([op(0, "replace", 0, 1, "b", True)])  # nothing was live
+    assert not check_partition([op(0, "set", 0, 1, "a"), op(0, "replace", 2, 3, "b", False)])  # a was live
+    assert not check_partition([op(0, "replace", 0, 1, "b", False), op(0, "get", 2, 3, result="b")])
+
+
+def test_a_replace_after_a_destroy_that_returned_cannot_have_written() -> None:
+    """The logout undone: the destroy returned before the replace was called, yet the write landed."""
+    history = [
+        op(0, "set", 0, 1, "a"),
+        op(1, "destroy", 2, 3),
+        op(0, "replace", 4, 5, "b", True),
+    ]
+    assert check_partition(history) is False
+    overlapping = [op(0, "set", 0, 1, "a"), op(1, "destroy", 2, 5), op(0, "replace", 3, 4, "b", True)]
+    assert check_partition(overlapping) is True  # the replace may come first; then the destroy removes b
+    assert check_partition([*overlapping, op(2, "get", 6, 7, result="b")]) is False
+
+
+def test_an_unknown_replace_writes_exactly_when_the_session_is_live() -> None:
+    assert check_partition([op(0, "replace", 0, None, "b", UNKNOWN), op(1, "get", 2, 3)]) is True
+    assert check_partition([op(0, "replace", 0, None, "b", UNKNOWN), op(1, "get", 2, 3, result="b")]) is False
+    live = [op(0, "set", 0, 1, "a"), op(0, "replace", 2, None, "b", UNKNOWN), op(1, "get", 3, 4, result="b")]
+    assert check_partition(live) is True
+
+
+def test_a_minimal_failure_with_replaces_keeps_a_real_witness() -> None:
+    """Dropping the set under a replace that wrote would leave that replace unexplained by itself;
+    the witness keeps the destroy that the replace wrote over."""
+    history = [
+        op(0, "set", 0, 1, "a"),
+        op(1, "destroy", 2, 3),
+        op(2, "set", 4, 5, "c"),
+        op(3, "destroy", 6, 7),
+        op(0, "replace", 8, 9, "b", True),
+        op(1, "get", 10, 11, result="b"),
+    ]
+    result = check_history(history)
+    assert result.ok is False
+    kinds = sorted(o.kind for o in result.history)
+    assert "destroy" in kinds, result.explain()
+    assert "replace" in kinds, result.explain()
+    assert check_partition([o for o in result.history if o.kind != "destroy"]) is True

@@ -34,7 +34,7 @@ PICKLING = {"get_2": "failed", "set_2": "failed", "set_4": "failed"}
 
 
 def test_the_contract_version_is_a_string_the_report_can_carry() -> None:
-    assert CONTRACT == "1"
+    assert CONTRACT == "2"
 
 
 def test_the_profiles_keep_every_level_and_waive_only_clauses_that_exist() -> None:

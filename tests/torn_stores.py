@@ -5,7 +5,8 @@ store gets one concurrency detail wrong, with a yield (``time.sleep(0)``, or
 ``asyncio.sleep(0)``) where the race is, so that threads.1 meets it within its
 normal run. They keep no expiry: threads.1 never lets a session expire.
 ``field_files`` is a shared target, for process.2: its store keeps a session as
-a file per field and writes them one by one.
+a file per field and writes them one by one. The ``Replace`` stores are for
+replace.4 and replace.5: one right, and ones that look before they write.
 """
 
 from __future__ import annotations
@@ -239,6 +240,85 @@ class FieldFiles:
             path.unlink(missing_ok=True)
 
 
+class LockedReplace(Locked):
+    """A correct replace: the look and the write under one hold of the lock."""
+
+    def replace(self, sid: str, session: Any) -> bool:
+        data = json.dumps(session)
+        with self._lock:
+            if check_sid(sid) not in self._data:
+                return False
+            self._data[sid] = data
+            return True
+
+
+class RacyReplace(Locked):
+    """A replace that looks, lets go of the lock, then writes: a destroy in between is undone."""
+
+    def replace(self, sid: str, session: Any) -> bool:
+        if self.get(sid) is None:
+            return False
+        time.sleep(0)
+        self.set(sid, session)
+        return True
+
+
+class AsyncRacyReplace:
+    """RacyReplace's async twin, yielding to the loop between the look and the write."""
+
+    def __init__(self) -> None:
+        self.sync = Locked()
+
+    async def get(self, sid: str) -> Any:
+        return self.sync.get(sid)
+
+    async def set(self, sid: str, session: Any) -> None:
+        self.sync.set(sid, session)
+
+    async def destroy(self, sid: str) -> None:
+        self.sync.destroy(sid)
+
+    async def replace(self, sid: str, session: Any) -> bool:
+        if self.sync.get(sid) is None:
+            return False
+        await asyncio.sleep(0)
+        self.sync.set(sid, session)
+        return True
+
+
+class WholeFiles:
+    """A shared store whose writes are whole (a file per session, replaced atomically)
+    and whose replace looks at the file before it writes, so that a destroy from
+    another process in between is undone."""
+
+    def __init__(self) -> None:
+        self.root = Path(os.environ[ENV])
+
+    def _path(self, sid: str) -> Path:
+        return self.root / check_sid(sid).encode().hex()
+
+    def get(self, sid: str) -> Any:
+        try:
+            return json.loads(self._path(sid).read_text())
+        except FileNotFoundError:
+            return None
+
+    def set(self, sid: str, session: Any) -> None:
+        temp = self.root / f".{os.getpid()}.{threading.get_ident()}.{time.monotonic_ns()}"
+        temp.write_text(json.dumps(session))
+        os.replace(temp, self._path(sid))
+
+    def destroy(self, sid: str) -> None:
+        self._path(sid).unlink(missing_ok=True)
+
+    def replace(self, sid: str, session: Any) -> bool:
+        if not self._path(sid).exists():
+            return False
+        time.sleep(0.0005)
+        self.set(sid, session)
+        return True
+
+
 @contextlib.contextmanager
 def _directory() -> Iterator[None]:
     root = tempfile.mkdtemp(prefix="storekit-fieldfiles-")
@@ -251,3 +331,4 @@ def _directory() -> Iterator[None]:
 
 
 field_files = Target(FieldFiles, name="FieldFiles", shared=True, serve=_directory, ttl_resolution=0.2)
+whole_files = Target(WholeFiles, name="WholeFiles", shared=True, serve=_directory, ttl_resolution=0.2)

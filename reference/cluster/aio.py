@@ -36,6 +36,9 @@ class AsyncClusterStore(ClientBase):
     async def destroy(self, sid: str) -> None:
         Requests.done(await self._call(self.requests.destroy(sid)))
 
+    async def replace(self, sid: str, session: Session) -> bool:
+        return Requests.replaced(await self._call(self.requests.replace(sid, session)))
+
     async def touch(self, sid: str, session: Session) -> None:
         Requests.done(await self._call(self.requests.touch(sid, session)))
 

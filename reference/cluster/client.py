@@ -38,6 +38,9 @@ class ClusterStore(ClientBase):
     def destroy(self, sid: str) -> None:
         Requests.done(self._call(self.requests.destroy(sid)))
 
+    def replace(self, sid: str, session: Session) -> bool:
+        return Requests.replaced(self._call(self.requests.replace(sid, session)))
+
     def touch(self, sid: str, session: Session) -> None:
         Requests.done(self._call(self.requests.touch(sid, session)))
 

@@ -191,6 +191,11 @@ class Requests:
     def destroy(self, sid: str) -> bytes:
         return wire.encode_request(wire.DESTROY, self.namespace, _key(sid))
 
+    def replace(self, sid: str, session: Session) -> bytes:
+        key = _key(sid)
+        data = encode_session(session, max_bytes=self.max_session_bytes)
+        return wire.encode_request(wire.REPLACE, self.namespace, key, self._expiry(session), data)
+
     def touch(self, sid: str, session: Session) -> bytes:
         key = _key(sid)
         if not isinstance(session, dict):
@@ -217,6 +222,15 @@ class Requests:
     def done(reply: bytes) -> None:
         if reply != wire.OK_FRAME:
             _unexpected(reply)
+
+    @staticmethod
+    def replaced(reply: bytes) -> bool:
+        """The result of replace: whether a live session was there to replace."""
+        if reply == wire.OK_FRAME:
+            return True
+        if reply == wire.MISSING_FRAME:
+            return False
+        return _unexpected(reply)
 
     @staticmethod
     def count(reply: bytes) -> int:

@@ -33,7 +33,7 @@ COPY_LIMIT: Final = 1 << 16
 SLICE: Final = 1000
 """Sids that LENGTH sweeps under one hold of the lock."""
 _BUFFER = 1 << 16  # receive buffer of a connection
-_GET, _SET, _TOUCH, _DESTROY = wire.GET, wire.SET, wire.TOUCH, wire.DESTROY
+_GET, _SET, _TOUCH, _DESTROY, _REPLACE = wire.GET, wire.SET, wire.TOUCH, wire.DESTROY, wire.REPLACE
 _OK_FRAME, _MISSING_FRAME = wire.OK_FRAME, wire.MISSING_FRAME
 
 
@@ -94,6 +94,12 @@ def serve(
                     elif op == _DESTROY:
                         destroy(namespace, sid)
                         out.append(_OK_FRAME)
+                    elif op == _REPLACE:
+                        replaced = state.replace(namespace, sid, value)
+                        if isinstance(replaced, str):
+                            out.append(error_frame(invalid, replaced))
+                        else:
+                            out.append(_OK_FRAME if replaced else _MISSING_FRAME)
                     else:
                         long_op = request
                         break

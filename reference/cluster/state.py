@@ -118,6 +118,24 @@ class ClusterState:
 
     def set(self, namespace: bytes, sid: bytes, value: bytes) -> str | None:
         """Store ``value`` (expiry + JSON); an error message if it is refused."""
+        problem = self._refused(sid, value)
+        if problem is not None:
+            return problem
+        self._store(namespace, sid, value)
+        return None
+
+    def replace(self, namespace: bytes, sid: bytes, value: bytes) -> bool | str:
+        """Store ``value`` only over a live session: whether there was one, or an error
+        message if ``value`` is refused (checked first, so a refusal changes nothing)."""
+        problem = self._refused(sid, value)
+        if problem is not None:
+            return problem
+        if self.get(namespace, sid) is None:
+            return False
+        self._store(namespace, sid, value)
+        return True
+
+    def _refused(self, sid: bytes, value: bytes) -> str | None:
         if json_length(value) > self.max_session_bytes:
             return (
                 f"the session is {json_length(value)} bytes of JSON; the cluster server keeps "
@@ -126,13 +144,16 @@ class ClusterState:
         problem = sid_problem(sid) or value_problem(value)
         if problem is not None:
             return f"{problem}; the cluster server stores only what ClusterStore writes"
+        return None
+
+    def _store(self, namespace: bytes, sid: bytes, value: bytes) -> None:
         now_ms, now = self._now()
         expiry = value[EXPIRY]
         space = self.spaces.get(namespace)
         if expiry <= now:
             if space is not None:
                 space.entries.pop(sid, None)
-            return None
+            return
         if space is None:
             space = self.spaces[namespace] = Space()
         space.entries[sid] = value
@@ -141,7 +162,6 @@ class ClusterState:
         order = space.order
         if order and order[0] < now_ms // 1000:  # a bucket's second is over: sweep a little
             space.sweep(now_ms, now, 16)
-        return None
 
     def destroy(self, namespace: bytes, sid: bytes) -> None:
         space = self.spaces.get(namespace)

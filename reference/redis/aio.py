@@ -41,6 +41,16 @@ class AsyncRedisStore(StoreCore):
             else:
                 await self.client.set(key, data, px=ttl_ms)
 
+    async def replace(self, sid: str, session: Session) -> bool:
+        """SET with XX, as :meth:`RedisStore.replace`."""
+        key = self._key(sid)
+        data = encode_session(session, max_bytes=self.max_session_bytes)
+        ttl_ms = self.expiry.of(session)
+        with mapped_errors("replace", self.where, key):
+            if ttl_ms is not None and ttl_ms <= 0:
+                return bool(await self.client.delete(key))
+            return bool(await self.client.set(key, data, px=ttl_ms, xx=True))
+
     async def destroy(self, sid: str) -> None:
         key = self._key(sid)
         with mapped_errors("destroy", self.where, key):

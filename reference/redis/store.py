@@ -58,6 +58,16 @@ class RedisStore(StoreCore):
             else:
                 self.client.set(key, data, px=ttl_ms)
 
+    def replace(self, sid: str, session: Session) -> bool:
+        """SET with XX: written only over a live key, in one Redis command; whether it was."""
+        key = self._key(sid)
+        data = encode_session(session, max_bytes=self.max_session_bytes)
+        ttl_ms = self.expiry.of(session)
+        with mapped_errors("replace", self.where, key):
+            if ttl_ms is not None and ttl_ms <= 0:
+                return bool(self.client.delete(key))
+            return bool(self.client.set(key, data, px=ttl_ms, xx=True))
+
     def destroy(self, sid: str) -> None:
         key = self._key(sid)
         with mapped_errors("destroy", self.where, key):
