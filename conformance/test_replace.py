@@ -180,7 +180,9 @@ def test_replace_beside_other_threads_is_linearizable(storekit_stores: Stores) -
     store = storekit_stores.isolated()
     require(store, "replace")
     alone = new_sid("rp4")
-    depends(store.replace(alone, expiring(3600, n=1)) is False, "replace.1", "replace of an unknown sid wrote")
+    depends(
+        store.replace(alone, expiring(3600, n=1)) is False, "replace.1", "replace of an unknown sid wrote"
+    )
     tidy(store, alone)
     tasks = isinstance(store, AsyncStoreFacade)
     sids = [new_sid("rp4") for _ in range(TASK_SIDS if tasks else 4)]

@@ -14,6 +14,8 @@ __all__ = [
     "ADDED_OPTIONAL",
     "CLAUSES",
     "CONTRACT",
+    "HTTP_CLAUSES",
+    "HTTP_PROTOCOL",
     "LEVELS",
     "PROFILES",
     "SECTIONS",
@@ -171,7 +173,29 @@ CLAUSES: list[Clause] = [
     Clause("errors.1", "during an outage, operations raise StoreUnavailable in time; recovery after"),
 ]
 
-_BY_ID = {clause.id: clause for clause in CLAUSES}
+HTTP_PROTOCOL = "1"
+"""The version of the probe protocol (``docs/http.md``) that the HTTP suite speaks."""
+
+HTTP_CLAUSES: list[Clause] = [
+    Clause("http.1", "no cookie, a forged, tampered or ended one: a fresh session, never adopted", "2"),
+    Clause("http.2", "login with regenerate issues a new cookie; the one from before loads nothing", "2"),
+    Clause("http.3", "after logout, the old cookie loads no session", "2"),
+    Clause("http.4", "a slow writing request begun before the logout does not undo it", "2"),
+    Clause("http.5", "a slow read-only request begun before the logout does not undo it", "2"),
+    Clause("http.6", "the server forgets a session once its declared lifetime has passed", "2"),
+    Clause("http.7", "the cookie is HttpOnly, with Secure and SameSite as declared", "2"),
+    Clause("http.8", "a response that used the session carries Vary: Cookie", "2"),
+    Clause("http.9", "an anonymous visit that changes nothing gets no Set-Cookie", "2"),
+    Clause("http.10", "an oversized session fails with an error status; the previous one is kept", "2"),
+    Clause("http.11", "in a store outage, session routes answer an error, never an empty session", "2"),
+    Clause("http.12", "two concurrent writes of different keys: merged, or one lost (information)", "2"),
+    Clause("http.13", "ending a group logs out every session in it", "2"),
+]
+"""The middleware's clauses, checked over HTTP against a running app (``pytest
+--storekit-http=URL``). http.11 and http.13 are optional (``not offered`` when the app
+declares no outage switch or no groups); http.12 is information, whatever it finds."""
+
+_BY_ID = {clause.id: clause for clause in [*CLAUSES, *HTTP_CLAUSES]}
 
 
 def by_id(clause_id: str) -> Clause:

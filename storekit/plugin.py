@@ -32,6 +32,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "zero-argument callable returning a store (repeatable; env: STOREKIT_TARGET)",
     )
     group.addoption(
+        "--storekit-http",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="run the HTTP session suite (the http.* clauses) against the probe routes of a "
+        "running app at URL (repeatable; see storekit's docs/http.md)",
+    )
+    group.addoption(
         "--storekit-report",
         metavar="PATH",
         default=None,
@@ -101,6 +109,10 @@ def load_known_failures(path: str, search_dir: Path | None = None) -> KnownFailu
 def pytest_configure(config: pytest.Config) -> None:
     specs = target_specs(config)
     known_path: str | None = config.getoption("storekit_known_failures")
+    urls: list[str] = list(config.getoption("storekit_http") or [])
+    if urls:
+        _configure_http(config, urls, specs, known_path)
+        return
     if not specs:
         if known_path is not None:
             raise pytest.UsageError(
@@ -116,3 +128,22 @@ def pytest_configure(config: pytest.Config) -> None:
     from storekit.suite import SuitePlugin
 
     SuitePlugin.install(config, targets, specs, known)
+
+
+def _configure_http(config: pytest.Config, urls: list[str], specs: list[str], known_path: str | None) -> None:
+    if specs:
+        raise pytest.UsageError(
+            f"--storekit-http={urls[0]} and --storekit={specs[0]} check different things (an app over "
+            "HTTP, a store through its methods); run them in separate pytest runs"
+        )
+    from storekit.http_suite import HttpSuitePlugin, HttpTarget
+
+    targets = []
+    for url in urls:
+        try:
+            targets.append(HttpTarget(url))
+        except ValueError as exc:
+            raise pytest.UsageError(f"--storekit-http={url}: {exc}") from None
+    pytest.register_assert_rewrite("storekit.conformance")
+    known = None if known_path is None else load_known_failures(known_path, config.invocation_params.dir)
+    HttpSuitePlugin.install(config, targets, urls, known)

@@ -17,7 +17,6 @@ import pytest
 
 from storekit.known import KnownFailures
 from storekit.report import REASON_PROPERTY, VERDICT_PROPERTY, Outcome, Results
-from storekit.target import Target
 
 SUITE_PACKAGE = "storekit.conformance"
 MARKERS = {
@@ -35,7 +34,9 @@ class SuiteModule(pytest.Module):
 
     @property
     def name_in_package(self) -> str:
-        return f"{SUITE_PACKAGE}.{self.path.stem}"
+        parent = self.parent
+        package = parent.package if isinstance(parent, SuiteCollector) else SUITE_PACKAGE
+        return f"{package}.{self.path.stem}"
 
     def funcnamefilter(self, name: str) -> bool:
         return name.startswith("test_")
@@ -45,22 +46,30 @@ class SuiteModule(pytest.Module):
 
 
 class SuiteCollector(pytest.Collector):
-    """The root of the suite in the collection tree: ``storekit/<section>``."""
+    """The root of the suite in the collection tree: ``storekit/<section>``, the modules
+    of ``package`` (the store suite's, or the HTTP suite's)."""
+
+    package = SUITE_PACKAGE
 
     def collect(self) -> Iterable[pytest.Item | pytest.Collector]:
-        package = importlib.import_module(SUITE_PACKAGE)
+        package = importlib.import_module(self.package)
         for info in pkgutil.iter_modules(package.__path__):
             if info.name.startswith("test_"):
                 path = Path(package.__path__[0]) / f"{info.name}.py"
                 section = info.name.removeprefix("test_")
-                yield SuiteModule.from_parent(self, path=path, nodeid=f"storekit/{section}")
+                yield SuiteModule.from_parent(self, path=path, nodeid=f"{self.nodeid}/{section}")
 
 
 class SuitePlugin:
+    collector: type[SuiteCollector] = SuiteCollector
+    fixtures = "storekit.conformance.fixtures"
+    option = "--storekit"
+    target_fixture = "storekit_target"
+
     def __init__(
         self,
         config: pytest.Config,
-        targets: list[Target],
+        targets: list[Any],
         specs: list[str],
         known: KnownFailures | None = None,
     ) -> None:
@@ -68,13 +77,16 @@ class SuitePlugin:
         self.targets = _distinct_names(targets)
         self.specs = specs
         self.known = known
-        self.results = Results(self.targets, known)
+        self.results = self.make_results(known)
+
+    def make_results(self, known: KnownFailures | None) -> Results:
+        return Results(self.targets, known)
 
     @classmethod
     def install(
         cls,
         config: pytest.Config,
-        targets: list[Target],
+        targets: list[Any],
         specs: list[str],
         known: KnownFailures | None = None,
     ) -> None:
@@ -83,7 +95,7 @@ class SuitePlugin:
         if config.args_source != pytest.Config.ArgsSource.ARGS:
             config.args = []  # no paths given: run the suite alone, not the tests around it
         config.pluginmanager.register(cls(config, targets, specs, known), "storekit-suite")
-        config.pluginmanager.import_plugin("storekit.conformance.fixtures")
+        config.pluginmanager.import_plugin(cls.fixtures)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self) -> None:
@@ -91,6 +103,9 @@ class SuitePlugin:
         with a usage error that names it, instead of failing every test alike."""
         if self.config.option.collectonly:
             return
+        self.check_targets()
+
+    def check_targets(self) -> None:
         from storekit.conformance._target_check import BrokenTarget, check_target
 
         for target, spec in zip(self.targets, self.specs, strict=True):
@@ -116,13 +131,13 @@ class SuitePlugin:
     def pytest_make_collect_report(self, collector: pytest.Collector) -> Generator[None, Any, Any]:
         report = yield
         if isinstance(collector, pytest.Session) and report.passed:
-            report.result.append(SuiteCollector.from_parent(collector, name="storekit", nodeid="storekit"))
+            report.result.append(self.collector.from_parent(collector, name="storekit", nodeid="storekit"))
         return report
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
-        if "storekit_target" in metafunc.fixturenames:
+        if self.target_fixture in metafunc.fixturenames:
             metafunc.parametrize(
-                "storekit_target",
+                self.target_fixture,
                 self.targets,
                 ids=[target.name for target in self.targets],
                 indirect=True,
@@ -134,9 +149,9 @@ class SuitePlugin:
         for item in items:
             marker = item.get_closest_marker("clause")
             callspec = getattr(item, "callspec", None)
-            if marker is None or callspec is None or "storekit_target" not in callspec.params:
+            if marker is None or callspec is None or self.target_fixture not in callspec.params:
                 continue
-            target = callspec.params["storekit_target"]
+            target = callspec.params[self.target_fixture]
             clause = str(marker.args[0])
             item.user_properties += [("storekit_target", target.name), ("storekit_clause", clause)]
             self.results.collected(target.name, clause)
@@ -164,6 +179,9 @@ class SuitePlugin:
         self.results.add(target, props["storekit_clause"], outcome)
 
     def pytest_report_header(self) -> list[str]:
+        return self.header()
+
+    def header(self) -> list[str]:
         lines = [
             f"storekit: target {target.name} ({spec}), shared={target.shared}, "
             f"ttl_resolution={target.ttl_resolution}s"
@@ -192,7 +210,7 @@ class SuitePlugin:
             self.results.write_badge(Path(badge_path))
 
 
-def _distinct_names(targets: list[Target]) -> list[Target]:
+def _distinct_names(targets: list[Any]) -> list[Any]:
     seen: dict[str, int] = {}
     for target in targets:
         count = seen[target.name] = seen.get(target.name, 0) + 1

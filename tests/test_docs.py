@@ -135,6 +135,13 @@ def test_contract_md_has_a_heading_for_every_clause_in_catalogue_order() -> None
     assert [t for t in titles if CLAUSE_ID.fullmatch(t)] == [clause.id for clause in CLAUSES]
 
 
+def test_contract_md_has_a_heading_for_every_http_clause_in_catalogue_order() -> None:
+    from storekit.clauses import HTTP_CLAUSES
+
+    titles = [title for _, title in headings(CONTRACT.read_text(encoding="utf-8"))]
+    assert [t for t in titles if re.fullmatch(r"http\.\d+", t)] == [clause.id for clause in HTTP_CLAUSES]
+
+
 @pytest.mark.parametrize("path", [CONTRACT, AUTHORS], ids=lambda p: p.name)
 def test_the_docs_name_no_clause_that_does_not_exist(path: Path) -> None:
     named = set(CLAUSE_ID.findall(path.read_text(encoding="utf-8")))
