@@ -39,7 +39,8 @@ class Gate:
 
 
 class NoTouch:
-    """A store without touch(): the middleware must write (set) to keep a session alive."""
+    """A store with only get, set and destroy (no touch, no replace): the middleware must
+    write (set) to keep a session alive, and keep a logout final with its marker."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -58,12 +59,20 @@ def sessions_in(store: Any, sids: Iterable[str]) -> list[str]:
     return [sid for sid in sids if store.get(sid) is not None]
 
 
-@pytest.fixture(params=["memory", "memory-no-touch", "cluster", "redis"])
+class NoReplace(NoTouch):
+    """A store with touch but no replace (a contract v1 store)."""
+
+    def touch(self, sid: str, session: dict[str, Any]) -> None:
+        self.inner.touch(sid, session)
+
+
+@pytest.fixture(params=["memory", "memory-no-replace", "memory-no-touch", "cluster", "redis"])
 def store(request: pytest.FixtureRequest) -> Iterator[Any]:
     kind = request.param
     if kind.startswith("memory"):
         memory = MemoryStore()
-        yield memory if kind == "memory" else NoTouch(memory)
+        wrappers = {"memory": lambda m: m, "memory-no-replace": NoReplace, "memory-no-touch": NoTouch}
+        yield wrappers[kind](memory)
     elif kind == "cluster":
         cluster = pytest.importorskip("storekit.reference.cluster")
         with cluster.serving():
@@ -205,7 +214,7 @@ def test_a_slow_request_that_ends_after_a_login_leaves_the_new_cookie_alone() ->
 
 def test_a_destroy_leaves_a_short_lived_marker_only_where_the_store_cannot_replace() -> None:
     memory = MemoryStore()
-    app = SessionMiddleware(accounts(Gate()), memory, secret=SECRET)
+    app = SessionMiddleware(accounts(Gate()), NoReplace(memory), secret=SECRET)
     browser = TestApp(app)
     browser.get("/login")
     sid = next(s for s in memory.all() if not s.startswith("storekit."))
@@ -216,24 +225,17 @@ def test_a_destroy_leaves_a_short_lived_marker_only_where_the_store_cannot_repla
 
 
 class Replacing(MemoryStore):
-    """A store with the conditional write of contract v2: replace only while the sid is stored."""
+    """MemoryStore (whose replace is contract v2's, atomic under its lock), counting replaces."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.lock = threading.Lock()
         self.replaced: list[str] = []
 
     def replace(self, sid: str, session: dict[str, Any]) -> bool:
-        with self.lock:  # a stand-in for the store's own atomicity
-            if self.get(sid) is None:
-                return False
-            self.set(sid, session)
+        done = super().replace(sid, session)
+        if done:
             self.replaced.append(sid)
-            return True
-
-    def destroy(self, sid: str) -> None:
-        with self.lock:
-            super().destroy(sid)
+        return done
 
 
 def test_a_store_with_replace_gets_replace_and_no_marker() -> None:
