@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 else:
     Skipped = pytest.skip.Exception
 
-OPTIONAL = ("touch", "length", "clear", "all", "replace")
+OPTIONAL = ("touch", "length", "clear", "all", "replace", "renew")
 RECOMMENDED = ("touch",)
 MARGIN = 0.5
 """Seconds of slack added to every expiry window, for a loaded CI machine."""

@@ -175,6 +175,29 @@ class MemoryStore:
                 self._shelf.note_expiry(expires, self.name, sid)
             self._shelf.sweep(now)
 
+    def renew(self, sid: str, session: Session) -> Session | None:
+        """The session as get gives it, then touched, under one hold of the lock."""
+        check_sid(sid)
+        now = self.clock()
+        expires = self._expiry(session, now)
+        cookie = session.get("cookie")
+        with self._shelf.lock:
+            entry = self._space.get(sid)
+            if entry is None or (entry[1] is not None and entry[1] <= now):
+                self._space.pop(sid, None)
+                return None
+            if expires is not None and expires <= now:
+                del self._space[sid]
+                return None
+            stored = decode_session(entry[0])
+            found = decode_session(entry[0])
+            stored["cookie"] = cookie
+            self._space[sid] = (encode_session(stored, max_bytes=self.max_session_bytes), expires)
+            if expires is not None:
+                self._shelf.note_expiry(expires, self.name, sid)
+            self._shelf.sweep(now)
+        return found
+
     def length(self) -> int:
         now = self.clock()
         with self._shelf.lock:
@@ -240,6 +263,9 @@ class AsyncMemoryStore:
 
     async def touch(self, sid: str, session: Session) -> None:
         self.sync.touch(sid, session)
+
+    async def renew(self, sid: str, session: Session) -> Session | None:
+        return self.sync.renew(sid, session)
 
     async def length(self) -> int:
         return self.sync.length()

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from storekit import agroups, groups, lifecycle
 from storekit.asession import AsyncSession, AsyncStoreHolder
-from storekit.contract import AsyncStore, SupportsAsyncTouch
+from storekit.contract import AsyncStore, SupportsAsyncRenew, SupportsAsyncTouch
 from storekit.lifecycle import Plan
 from storekit.live import adestroy_record, awrite_live
 from storekit.options import SessionConfig
@@ -27,9 +27,12 @@ from storekit.options import SessionConfig
 __all__ = ["end_request", "load_record", "open_session"]
 
 
-async def load_record(store: AsyncStore, sid: str, now: float) -> Any:
+async def load_record(store: AsyncStore, sid: str, now: float, renew: dict[str, Any] | None = None) -> Any:
     """See :func:`storekit.request.load_record`: the same calls, awaited."""
-    record = await store.get(sid)
+    if renew is None:
+        record = await store.get(sid)
+    else:
+        record = await store.renew(sid, {"cookie": renew})  # type: ignore[attr-defined]
     if not isinstance(record, dict):
         return record
     names = sorted(lifecycle.split_groups(record)[0])
@@ -49,6 +52,8 @@ async def open_session(
     cookie_header: str | None,
     *,
     session_class: type[AsyncSession] = AsyncSession,
+    request_secure: bool = False,
+    can_touch: bool = True,
 ) -> tuple[AsyncSession, bool]:
     """See :func:`storekit.request.open_session`; the session is a ``session_class``, and a
     failed load is raised where the app first uses the session, not here."""
@@ -59,8 +64,11 @@ async def open_session(
         return cast(AsyncSession, session_class.fresh(config, holder)), had_cookie
     failure: Exception | None = None
     record: Any = None
+    renew = None
+    if can_touch and isinstance(store, SupportsAsyncTouch) and isinstance(store, SupportsAsyncRenew):
+        renew = lifecycle.renew_cookie(config, request_secure)
     try:
-        record = await load_record(store, cookie_sid, config.clock())
+        record = await load_record(store, cookie_sid, config.clock(), renew)
     except Exception as exc:  # raised where the app first uses the session
         failure = exc
 
@@ -69,7 +77,9 @@ async def open_session(
             raise failure
         return record
 
-    return cast(AsyncSession, session_class.deferred(config, holder, cookie_sid, load)), had_cookie
+    session = cast(AsyncSession, session_class.deferred(config, holder, cookie_sid, load))
+    session.renewed = renew
+    return session, had_cookie
 
 
 async def end_request(
@@ -118,6 +128,11 @@ async def end_request(
         elif not await awrite_live(store, plan.sid, plan.record):
             session.mark_gone()  # logged out elsewhere while this request ran: stay logged out
             plan = decided()
-    elif plan.store == "touch" and plan.record is not None and toucher is not None:
+    elif (
+        plan.store == "touch"
+        and plan.record is not None
+        and toucher is not None
+        and not lifecycle.renewed_at_load(session.renewed, plan.record)  # else the load did it
+    ):
         await toucher.touch(plan.sid, plan.record)
     return plan

@@ -98,7 +98,12 @@ class SessionMiddleware(SessionShell[ASGIApp, AsyncStore]):
         )
         session_class = AsyncSession if kind == "http" else WebSocketSession
         session, had_cookie = await open_session(
-            self.config, self.store, headers.cookie(), session_class=session_class
+            self.config,
+            self.store,
+            headers.cookie(),
+            session_class=session_class,
+            request_secure=secure,
+            can_touch=kind == "http",  # a websocket's session is not touched at its end
         )
         session.request_secure = secure
         scope = {**scope, SCOPE_KEY: session}  # a copy: the server's scope stays as it was

@@ -56,6 +56,7 @@ SECTIONS: dict[str, str] = {
     "clear": "optional",
     "all": "optional",
     "replace": "optional",
+    "renew": "optional",
     "threads": "required",
     "process": "shared",
     "sticky": "sticky",
@@ -68,13 +69,13 @@ have an outage hook."""
 
 LEVELS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("sid", "get", "set", "destroy", "ttl", "threads")),
-    ("full", ("touch", "length", "clear", "all", "replace")),
+    ("full", ("touch", "length", "clear", "all", "replace", "renew")),
     ("shared", ("process",)),
     ("sticky", ("sticky",)),
 ]
 """Conformance levels, each adding its sections to the ones before it."""
 
-ADDED_OPTIONAL = ("replace",)
+ADDED_OPTIONAL = ("replace", "renew")
 """Optional sections that a later version added. A store that does not offer one keeps the
 level it had under version 1 (its clauses count as met when "not offered"); a store that
 offers it must pass its clauses for the level, as for any section."""
@@ -156,6 +157,9 @@ CLAUSES: list[Clause] = [
         "replace.4", "replace beside set, get and destroy from 8 threads (or 64 tasks) is linearizable", "2"
     ),
     Clause("replace.5", "replace beside set, get and destroy from 4 processes is linearizable", "2"),
+    Clause("renew.1", "renew of a live session returns its data and renews its expiry as touch does", "2"),
+    Clause("renew.2", "renew of an unknown, destroyed or expired sid returns None, creates nothing", "2"),
+    Clause("renew.3", "renew with a past expiry removes the session; a malformed one raises", "2"),
     Clause(
         "threads.1",
         "one store from 8 threads (or 64 tasks) on every method: nothing raises or tears, counts fit, "

@@ -18,7 +18,9 @@ The methods mirror connect/express-session's Store: ``get``, ``set`` and
 ``destroy`` are required; ``touch`` is recommended; ``length``, ``clear`` and
 ``all`` are optional. Version 2 adds the optional ``replace``, a write that
 lands only on a live session, which is what keeps a logout final under a
-request still in flight. :class:`AsyncStore` is the same contract with
+request still in flight, and the optional ``renew``, a read that renews the
+expiry in the same step, so that a request that changes nothing costs one
+round trip. :class:`AsyncStore` is the same contract with
 coroutine methods.
 """
 
@@ -39,10 +41,12 @@ __all__ = [
     "SupportsAsyncAll",
     "SupportsAsyncClear",
     "SupportsAsyncLength",
+    "SupportsAsyncRenew",
     "SupportsAsyncReplace",
     "SupportsAsyncTouch",
     "SupportsClear",
     "SupportsLength",
+    "SupportsRenew",
     "SupportsReplace",
     "SupportsTouch",
     "check_store",
@@ -182,6 +186,26 @@ class SupportsReplace(Protocol):
 
 
 @runtime_checkable
+class SupportsRenew(Protocol):
+    """The optional ``renew`` (contract version 2): ``get`` and ``touch`` in one step."""
+
+    def renew(self, sid: str, session: Session) -> Session | None:
+        """Return the session as ``get`` would, and do what ``touch(sid, session)`` does.
+
+        * renew.1: on a live session it returns the session as stored before
+          the renew (its data and its ``"cookie"``), and renews the expiry from
+          ``session["cookie"]["expires"]`` (the default TTL without one), as
+          touch.1 does; only the ``"cookie"`` of ``session`` is used.
+        * renew.2: on an unknown, destroyed or expired sid it returns ``None``
+          and creates nothing.
+        * renew.3: an ``expires`` at or before now removes the session and
+          returns ``None``; a malformed one raises
+          :class:`~storekit.InvalidSessionData` and changes nothing.
+        """
+        ...
+
+
+@runtime_checkable
 class AsyncStore(Protocol):
     """:class:`Store` for asyncio: the same clauses, with coroutine methods."""
 
@@ -240,6 +264,15 @@ class SupportsAsyncReplace(Protocol):
 
     async def replace(self, sid: str, session: Session) -> bool:
         """See :meth:`SupportsReplace.replace`."""
+        ...
+
+
+@runtime_checkable
+class SupportsAsyncRenew(Protocol):
+    """:class:`SupportsRenew` for asyncio."""
+
+    async def renew(self, sid: str, session: Session) -> Session | None:
+        """See :meth:`SupportsRenew.renew`."""
         ...
 
 

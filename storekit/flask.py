@@ -217,7 +217,12 @@ class StoreSessionInterface(SessionInterface):
         if config is None:
             return None  # Flask's NullSession says to set a secret key
         session, had_cookie = open_session(
-            config, self.store, request.headers.get("Cookie"), session_class=self.session_class
+            config,
+            self.store,
+            request.headers.get("Cookie"),
+            session_class=self.session_class,
+            request_secure=request.is_secure,
+            can_touch=bool(app.config.get("SESSION_REFRESH_EACH_REQUEST", True)),
         )
         assert isinstance(session, StoreSession)
         session.had_cookie = had_cookie

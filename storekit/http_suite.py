@@ -65,6 +65,10 @@ class HttpCollector(SuiteCollector):
 class HttpResults(Results):
     """The verdicts of the ``http.*`` clauses; an app passes when none failed or was skipped."""
 
+    def __init__(self, apps: list[HttpTarget], known: KnownFailures | None = None) -> None:
+        super().__init__(apps, known)  # type: ignore[arg-type]  # an app has what Results reads of a target
+        self.apps = apps
+
     def verdicts(self, target: Any) -> list[Verdict]:
         return [self._verdict(target, clause.id) for clause in HTTP_CLAUSES]
 
@@ -82,8 +86,8 @@ class HttpResults(Results):
         found = super().as_json()
         found["suite"] = "http"
         found["protocol"] = HTTP_PROTOCOL
-        for row, target in zip(found["targets"], self.targets, strict=True):
-            row["url"] = target.url
+        for row, app in zip(found["targets"], self.apps, strict=True):
+            row["url"] = app.url
             del row["shared"]
         return found
 

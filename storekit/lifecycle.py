@@ -42,7 +42,7 @@ from storekit import groups as _groups
 from storekit.codec import MAX_SID_LENGTH, cookie_json
 from storekit.cookie import cookie_values, set_cookie_header, sign, signed_sids
 from storekit.errors import InvalidSessionData, StoreUnavailable, cut
-from storekit.options import SessionConfig
+from storekit.options import SessionConfig, SessionCookie
 
 if TYPE_CHECKING:
     from storekit.session import Session
@@ -69,6 +69,8 @@ __all__ = [
     "plan",
     "record_of",
     "rejoin",
+    "renew_cookie",
+    "renewed_at_load",
     "set_cookie_value",
     "split_groups",
     "split_record",
@@ -412,6 +414,29 @@ def plan(
         decision.vary,
         decision.live,
     )
+
+
+def renew_cookie(config: SessionConfig, request_secure: bool) -> dict[str, Any]:
+    """The cookie an unchanged session of ``config`` would be touched with at the end of a
+    request starting now: what a store's ``renew`` gets at load, so that the end has no touch
+    left to do (express-session also restarts the expiry when the request starts)."""
+    cookie = SessionCookie.new(config)
+    cookie.reset()
+    return cookie.to_json(config, config.cookie_flags(request_secure)[0])
+
+
+def renewed_at_load(renewed: dict[str, Any] | None, record: dict[str, Any] | None) -> bool:
+    """Whether a renew at load already did what touching ``record`` would: the same cookie but
+    for its expiry, which counts from the request's start. A session with its own max age
+    ("remember me"), or another path or flag, is touched at the end as usual."""
+    if renewed is None or record is None:
+        return False
+    cookie = record.get("cookie")
+    if not isinstance(cookie, dict):
+        return False
+    return {k: v for k, v in cookie.items() if k != "expires"} == {
+        k: v for k, v in renewed.items() if k != "expires"
+    }
 
 
 def untouched_plan(sid: str) -> Plan:

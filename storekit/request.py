@@ -11,7 +11,7 @@ from typing import Any
 
 from storekit import groups as _groups
 from storekit import lifecycle
-from storekit.contract import Store, SupportsTouch
+from storekit.contract import Store, SupportsRenew, SupportsTouch
 from storekit.lifecycle import Plan
 from storekit.live import destroy_record, write_live
 from storekit.options import SessionConfig
@@ -20,15 +20,16 @@ from storekit.session import Session
 __all__ = ["end_request", "load_record", "open_session"]
 
 
-def load_record(store: Store, sid: str, now: float) -> Any:
+def load_record(store: Store, sid: str, now: float, renew: dict[str, Any] | None = None) -> Any:
     """The record stored under ``sid`` as a request may load it: None when there is none, or
     when a group it joined was ended since (the record is then destroyed); its lost
     memberships marked due, so that the end of the request joins them again.
 
-    One ``get``, and one more per group the session belongs to (its index).
-    Raises what the store raises.
+    One ``get`` (or, with ``renew``, the cookie to touch it with, one ``store.renew``: the
+    read and the touch in one round trip), and one more per group the session belongs to
+    (its index). Raises what the store raises.
     """
-    record = store.get(sid)
+    record = store.get(sid) if renew is None else store.renew(sid, {"cookie": renew})  # type: ignore[attr-defined]
     if not isinstance(record, dict):
         return record  # None, or not a session (Session.from_record says so)
     names = sorted(lifecycle.split_groups(record)[0])
@@ -47,6 +48,8 @@ def open_session(
     cookie_header: str | None,
     *,
     session_class: type[Session] = Session,
+    request_secure: bool = False,
+    can_touch: bool = True,
 ) -> tuple[Session, bool]:
     """The request's session, and whether a session cookie was sent.
 
@@ -54,15 +57,23 @@ def open_session(
     stored session, loaded from the store when the app first uses it
     (:meth:`Session.deferred`, :func:`load_record`): a request that never uses
     it makes no store call, and a failed load raises
-    :class:`~storekit.session.SessionUnavailable` where the app uses it.
+    :class:`~storekit.session.SessionUnavailable` where the app uses it. On a
+    store with ``touch`` and ``renew``, when the request may touch
+    (``can_touch``, as :func:`end_request` takes it), the load is a ``renew``,
+    and an unchanged session costs that one round trip.
     """
     cookie_sid, had_cookie = lifecycle.verified_sid(cookie_header, config)
     if cookie_sid is None:
         return session_class.fresh(config, store), had_cookie
     sid = cookie_sid
-    return session_class.deferred(
-        config, store, sid, lambda: load_record(store, sid, config.clock())
-    ), had_cookie
+    renew = None
+    if can_touch and isinstance(store, SupportsTouch) and isinstance(store, SupportsRenew):
+        renew = lifecycle.renew_cookie(config, request_secure)
+    session = session_class.deferred(
+        config, store, sid, lambda: load_record(store, sid, config.clock(), renew)
+    )
+    session.renewed = renew
+    return session, had_cookie
 
 
 def end_request(
@@ -121,6 +132,11 @@ def end_request(
         elif not write_live(store, plan.sid, plan.record):
             session.mark_gone()  # logged out elsewhere while this request ran: stay logged out
             plan = decided()
-    elif plan.store == "touch" and plan.record is not None and toucher is not None:
+    elif (
+        plan.store == "touch"
+        and plan.record is not None
+        and toucher is not None
+        and not lifecycle.renewed_at_load(session.renewed, plan.record)  # else the load did it
+    ):
         toucher.touch(plan.sid, plan.record)
     return plan

@@ -107,6 +107,9 @@ class Session(MutableMapping[str, Any]):
     decode: Encode | None = None
     unavailable: type[SessionUnavailable] = SessionUnavailable
 
+    renewed: dict[str, Any] | None = None
+    """The cookie a ``renew`` at load touched the session with (None: loaded with ``get``)."""
+
     def __init__(
         self,
         sid: str,

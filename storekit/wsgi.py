@@ -80,13 +80,16 @@ class SessionMiddleware(SessionShell["WSGIApplication", Store]):
         path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
         if not (path or "/").startswith(self.config.path):
             return self.app(environ, start_response)  # express-session: no session outside the path
-        session, had_cookie = open_session(self.config, self.store, environ.get("HTTP_COOKIE"))
-        environ[ENVIRON_KEY] = session
-        session.request_secure = secure = request_is_secure(
+        secure = request_is_secure(
             environ.get("wsgi.url_scheme", "http"),
             environ.get("HTTP_X_FORWARDED_PROTO"),
             trust_proxy=self.config.trust_proxy,
         )
+        session, had_cookie = open_session(
+            self.config, self.store, environ.get("HTTP_COOKIE"), request_secure=secure
+        )
+        environ[ENVIRON_KEY] = session
+        session.request_secure = secure
         return _Exchange(self, session, secure, had_cookie, start_response).run(environ)
 
 

@@ -169,6 +169,47 @@ class ReplaceLooksFirst(Replacing):
         return True
 
 
+class Renewing(DictStore):
+    """DictStore with a correct renew (contract version 2): touch and get under one lock."""
+
+    def renew(self, sid: str, session: Any) -> Any:
+        with self._lock:
+            found = self.get(sid)
+            self.touch(sid, session)
+            return None if self.get(sid) is None else found
+
+
+class RenewKeepsExpiry(Renewing):
+    """renew reads and forgets to renew (though it does remove for a past expiry)."""
+
+    def renew(self, sid: str, session: Any) -> Any:
+        expires = session_expiry(session)
+        if expires is not None and expires <= time.time():
+            self.destroy(sid)
+            return None
+        return self.get(sid)
+
+
+class RenewCreates(Renewing):
+    """renew of a sid with no session stores the argument."""
+
+    def renew(self, sid: str, session: Any) -> Any:
+        with self._lock:
+            if self.get(sid) is None:
+                self.set(sid, session)
+            return super().renew(sid, session)
+
+
+class RenewIgnoresPast(Renewing):
+    """renew with a past expiry leaves the session as it was."""
+
+    def renew(self, sid: str, session: Any) -> Any:
+        expires = session_expiry(session)
+        if expires is not None and expires <= time.time():
+            return self.get(sid)
+        return super().renew(sid, session)
+
+
 class LaxSids(DictStore):
     def _key(self, sid: Any) -> str:
         return check_sid(str(sid) if sid != "" else sid)
@@ -549,6 +590,7 @@ def _target(factory: Any, name: str, **options: Any) -> Target:
 
 correct = _target(DictStore, "correct")
 replacing = _target(Replacing, "replacing")
+renewing = _target(Renewing, "renewing")
 minimal = _target(Minimal, "minimal")
 
 _CATALOGUE: dict[str, tuple[str, Any]] = {
@@ -582,6 +624,9 @@ _CATALOGUE: dict[str, tuple[str, Any]] = {
     "replace_checks_late": ("replace.2", ReplaceChecksLate),
     "replace_keeps_expiry": ("replace.3", ReplaceKeepsExpiry),
     "replace_looks_first": ("replace.4", ReplaceLooksFirst),
+    "renew_keeps_expiry": ("renew.1", RenewKeepsExpiry),
+    "renew_creates": ("renew.2", RenewCreates),
+    "renew_ignores_past": ("renew.3", RenewIgnoresPast),
     "torn_set": ("threads.1", TornSet),
 }
 

@@ -300,6 +300,8 @@ def test_the_login_in_docs_frameworks_md_regenerates_and_the_logout_is_final() -
 
 
 class TouchCounter(MemoryStore):
+    """Counts the touches, a renew at load (one round trip for a read and its touch) included."""
+
     def __init__(self) -> None:
         super().__init__()
         self.touches = 0
@@ -307,6 +309,10 @@ class TouchCounter(MemoryStore):
     def touch(self, sid: str, session: dict[str, Any]) -> None:
         self.touches += 1
         super().touch(sid, session)
+
+    def renew(self, sid: str, session: dict[str, Any]) -> Any:
+        self.touches += 1
+        return super().renew(sid, session)
 
 
 def test_the_stored_cookie_leaves_out_what_express_session_leaves_out() -> None:

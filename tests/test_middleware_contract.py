@@ -309,6 +309,11 @@ class Down(MemoryStore):
             raise StoreUnavailable("redis at 127.0.0.1:6379 did not answer within 2.0s")
         return super().get(sid)
 
+    def renew(self, sid: str, session: dict[str, Any]) -> Any:
+        if self.down:
+            raise StoreUnavailable("redis at 127.0.0.1:6379 did not answer within 2.0s")
+        return super().renew(sid, session)
+
 
 def test_flask_answers_503_where_the_session_is_used_and_serves_the_rest(
     caplog: pytest.LogCaptureFixture,

@@ -23,7 +23,7 @@ pytest_plugins = ["pytester"]
 HERE = Path(__file__).parent
 DESTROY_TESTS = "test_get_after_destroy or test_destroy_of_an_unknown or test_destroy_removes"
 """The three tests of section destroy."""
-CATALOGUE = ["correct", "replacing", "minimal", *broken_stores.BROKEN]
+CATALOGUE = ["correct", "replacing", "renewing", "minimal", *broken_stores.BROKEN]
 SHIELDS_KEYS = {
     "schemaVersion", "label", "message", "color", "labelColor", "isError", "namedLogo",
     "logoSvg", "logoColor", "logoWidth", "style", "cacheSeconds",
@@ -105,6 +105,13 @@ def test_a_correct_replace_passes_its_clauses_and_reaches_full(catalogue: dict[s
     found = verdicts(catalogue["report"], "replacing")
     assert [found[f"replace.{n}"] for n in range(1, 6)] == ["passed"] * 4 + ["not applicable"]
     (target,) = [t for t in catalogue["report"]["targets"] if t["name"] == "replacing"]
+    assert target["level"] == "full"
+
+
+def test_a_correct_renew_passes_its_clauses_and_reaches_full(catalogue: dict[str, Any]) -> None:
+    found = verdicts(catalogue["report"], "renewing")
+    assert [found[f"renew.{n}"] for n in range(1, 4)] == ["passed"] * 3
+    (target,) = [t for t in catalogue["report"]["targets"] if t["name"] == "renewing"]
     assert target["level"] == "full"
 
 

@@ -51,6 +51,21 @@ class AsyncRedisStore(StoreCore):
                 return bool(await self.client.delete(key))
             return bool(await self.client.set(key, data, px=ttl_ms, xx=True))
 
+    async def renew(self, sid: str, session: Session) -> Session | None:
+        """GETEX: the session and its new expiry in one Redis command (the stored data, its
+        ``cookie`` included, stays as it was, as touch leaves it)."""
+        key = self._key(sid)
+        ttl_ms = self.expiry.of(session)
+        with mapped_errors("renew", self.where, key):
+            if ttl_ms is not None and ttl_ms <= 0:
+                await self.client.delete(key)
+                return None
+            if ttl_ms is None:
+                raw = await self.client.getex(key, persist=True)
+            else:
+                raw = await self.client.getex(key, px=ttl_ms)
+        return None if raw is None else decode_value(key, raw)
+
     async def destroy(self, sid: str) -> None:
         key = self._key(sid)
         with mapped_errors("destroy", self.where, key):

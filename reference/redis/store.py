@@ -68,6 +68,21 @@ class RedisStore(StoreCore):
                 return bool(self.client.delete(key))
             return bool(self.client.set(key, data, px=ttl_ms, xx=True))
 
+    def renew(self, sid: str, session: Session) -> Session | None:
+        """GETEX: the session and its new expiry in one Redis command (the stored data, its
+        ``cookie`` included, stays as it was, as touch leaves it)."""
+        key = self._key(sid)
+        ttl_ms = self.expiry.of(session)
+        with mapped_errors("renew", self.where, key):
+            if ttl_ms is not None and ttl_ms <= 0:
+                self.client.delete(key)
+                return None
+            if ttl_ms is None:
+                raw = self.client.getex(key, persist=True)
+            else:
+                raw = self.client.getex(key, px=ttl_ms)
+        return None if raw is None else decode_value(key, raw)
+
     def destroy(self, sid: str) -> None:
         key = self._key(sid)
         with mapped_errors("destroy", self.where, key):
