@@ -176,11 +176,12 @@ class MemoryStore:
             self._shelf.sweep(now)
 
     def renew(self, sid: str, session: Session) -> Session | None:
-        """The session as get gives it, then touched, under one hold of the lock."""
+        """The session as get gives it, and its new expiry, under one hold of the lock. The
+        stored bytes stay as they are (the cookie too, as Redis's GETEX leaves it), so a renew
+        costs what a get costs."""
         check_sid(sid)
         now = self.clock()
         expires = self._expiry(session, now)
-        cookie = session.get("cookie")
         with self._shelf.lock:
             entry = self._space.get(sid)
             if entry is None or (entry[1] is not None and entry[1] <= now):
@@ -189,14 +190,11 @@ class MemoryStore:
             if expires is not None and expires <= now:
                 del self._space[sid]
                 return None
-            stored = decode_session(entry[0])
-            found = decode_session(entry[0])
-            stored["cookie"] = cookie
-            self._space[sid] = (encode_session(stored, max_bytes=self.max_session_bytes), expires)
+            self._space[sid] = (entry[0], expires)
             if expires is not None:
                 self._shelf.note_expiry(expires, self.name, sid)
             self._shelf.sweep(now)
-        return found
+        return decode_session(entry[0])
 
     def length(self) -> int:
         now = self.clock()
