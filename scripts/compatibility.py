@@ -235,6 +235,19 @@ def sections_of(report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return by_section
 
 
+HTTP_START, HTTP_END = "<!-- http-matrix:start -->", "<!-- http-matrix:end -->"
+
+
+def keep_http_matrix(text: str) -> str:
+    """``text`` with the page's middleware matrix (between the markers, written by
+    scripts/http_matrix.py) kept as it is on the page now."""
+    current = PAGE.read_text(encoding="utf-8") if PAGE.exists() else ""
+    if HTTP_START not in text or HTTP_START not in current:
+        return text
+    kept = current[current.index(HTTP_START) : current.index(HTTP_END)]
+    return text[: text.index(HTTP_START)] + kept + text[text.index(HTTP_END) :]
+
+
 def render(names: list[str]) -> str:
     rows = all_rows(names)
     intro, kept, notes = read_explanations(names=[row.name for row in rows])
@@ -383,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     names = list(TARGETS)
     if not args.render_only:
         run(args.only or names, args.jobs)
-    PAGE.write_text(render(names), encoding="utf-8")
+    PAGE.write_text(keep_http_matrix(render(names)), encoding="utf-8")
     MATRIX.write_text(matrix_text(names), encoding="utf-8")
     print(f"wrote {PAGE.relative_to(ROOT)} and {MATRIX.relative_to(ROOT)}")
     return 0
