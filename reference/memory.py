@@ -104,17 +104,31 @@ class MemoryStore:
             return now + self.default_ttl
         return expires
 
+    def _live(self, sid: str, now: float) -> _Entry | None:
+        """The entry of a live session (call with the lock held); an expired one is dropped."""
+        entry = self._space.get(sid)
+        if entry is not None and entry[1] is not None and entry[1] <= now:
+            del self._space[sid]
+            return None
+        return entry
+
+    def _put(self, sid: str, data: bytes, expires: float | None, now: float) -> None:
+        """Store ``data`` until ``expires``, or remove ``sid`` if that is not after ``now``
+        (call with the lock held)."""
+        if expires is not None and expires <= now:
+            self._space.pop(sid, None)
+        else:
+            self._space[sid] = (data, expires)
+            if expires is not None:
+                self._shelf.note_expiry(expires, self.name, sid)
+        self._shelf.sweep(now)
+
     def get(self, sid: str) -> Session | None:
         check_sid(sid)
         now = self.clock()
         with self._shelf.lock:
-            entry = self._space.get(sid)
-            if entry is None:
-                return None
-            if entry[1] is not None and entry[1] <= now:
-                del self._space[sid]
-                return None
-        return decode_session(entry[0])
+            entry = self._live(sid, now)
+        return None if entry is None else decode_session(entry[0])
 
     def set(self, sid: str, session: Session) -> None:
         check_sid(sid)
@@ -122,13 +136,7 @@ class MemoryStore:
         now = self.clock()
         expires = self._expiry(session, now)
         with self._shelf.lock:
-            if expires is not None and expires <= now:
-                self._space.pop(sid, None)
-            else:
-                self._space[sid] = (data, expires)
-                if expires is not None:
-                    self._shelf.note_expiry(expires, self.name, sid)
-            self._shelf.sweep(now)
+            self._put(sid, data, expires, now)
 
     def replace(self, sid: str, session: Session) -> bool:
         """Set ``session`` only while a live session is stored under ``sid``; whether it was."""
@@ -137,17 +145,9 @@ class MemoryStore:
         now = self.clock()
         expires = self._expiry(session, now)
         with self._shelf.lock:
-            entry = self._space.get(sid)
-            if entry is None or (entry[1] is not None and entry[1] <= now):
-                self._space.pop(sid, None)
+            if self._live(sid, now) is None:
                 return False
-            if expires is not None and expires <= now:
-                del self._space[sid]
-            else:
-                self._space[sid] = (data, expires)
-                if expires is not None:
-                    self._shelf.note_expiry(expires, self.name, sid)
-            self._shelf.sweep(now)
+            self._put(sid, data, expires, now)
         return True
 
     def destroy(self, sid: str) -> None:
@@ -161,19 +161,15 @@ class MemoryStore:
         expires = self._expiry(session, now)
         cookie = session.get("cookie")
         with self._shelf.lock:
-            entry = self._space.get(sid)
-            if entry is None or (entry[1] is not None and entry[1] <= now):
-                self._space.pop(sid, None)
+            entry = self._live(sid, now)
+            if entry is None:
                 return
             if expires is not None and expires <= now:
                 del self._space[sid]
                 return
             stored = decode_session(entry[0])
             stored["cookie"] = cookie
-            self._space[sid] = (encode_session(stored, max_bytes=self.max_session_bytes), expires)
-            if expires is not None:
-                self._shelf.note_expiry(expires, self.name, sid)
-            self._shelf.sweep(now)
+            self._put(sid, encode_session(stored, max_bytes=self.max_session_bytes), expires, now)
 
     def renew(self, sid: str, session: Session) -> Session | None:
         """The session as get gives it, and its new expiry, under one hold of the lock. The
@@ -183,18 +179,11 @@ class MemoryStore:
         now = self.clock()
         expires = self._expiry(session, now)
         with self._shelf.lock:
-            entry = self._space.get(sid)
-            if entry is None or (entry[1] is not None and entry[1] <= now):
-                self._space.pop(sid, None)
+            entry = self._live(sid, now)
+            if entry is None:
                 return None
-            if expires is not None and expires <= now:
-                del self._space[sid]
-                return None
-            self._space[sid] = (entry[0], expires)
-            if expires is not None:
-                self._shelf.note_expiry(expires, self.name, sid)
-            self._shelf.sweep(now)
-        return decode_session(entry[0])
+            self._put(sid, entry[0], expires, now)
+        return None if expires is not None and expires <= now else decode_session(entry[0])
 
     def length(self) -> int:
         now = self.clock()
