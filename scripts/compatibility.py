@@ -29,9 +29,13 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _explanations import Notes, failure_lines
+from _explanations import read_explanations as parse_explanations
 
 from storekit.clauses import CLAUSES, CONTRACT, SECTIONS
 from storekit.ecosystem import TARGETS
@@ -121,43 +125,17 @@ def run(names: list[str], jobs: int) -> None:
 # -- explanations ------------------------------------------------------------------
 
 
-@dataclass
-class Explanation:
-    clause: str
-    kind: str
-    text: str
-
-
-@dataclass
-class TargetNotes:
-    intro: str = ""
-    clauses: dict[str, Explanation] = field(default_factory=dict)
+TargetNotes = Notes
 
 
 def read_explanations(
     path: Path = EXPLANATIONS, names: list[str] | None = None
-) -> tuple[str, list[str], dict[str, TargetNotes]]:
-    """Parse the explanations file: an introduction, ``## <heading>`` sections kept as they
-    are, and ``## <target name>`` sections (a name among ``names``, every row's by default)
-    with an optional note and ``### <clause> · <kind>`` entries."""
-    known = set(names if names is not None else [row.name for row in all_rows(list(TARGETS))])
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    text = re.sub(r"\A<!--.*?-->\s*", "", text, flags=re.S)
-    parts = re.split(r"^## (.+)$", text, flags=re.M)
-    intro, kept, notes = parts[0].strip(), [], {}
-    for title, body in zip(parts[1::2], parts[2::2], strict=True):
-        if title.strip() not in known:
-            kept.append(f"## {title.strip()}\n\n{body.strip()}")
-            continue
-        entries = re.split(r"^### (.+)$", body, flags=re.M)
-        target = TargetNotes(intro=entries[0].strip())
-        for head, content in zip(entries[1::2], entries[2::2], strict=True):
-            clause, _, kind = (piece.strip() for piece in head.partition("·"))
-            if kind not in KINDS:
-                raise SystemExit(f"{path}: '### {head}' must name one of {KINDS} after '·'")
-            target.clauses[clause] = Explanation(clause, kind, content.strip())
-        notes[title.strip()] = target
-    return intro, kept, notes
+) -> tuple[str, list[str], dict[str, Notes]]:
+    """Parse the explanations file (:func:`_explanations.read_explanations`) for the rows
+    named ``names`` (every row's by default); kept sections come back as their text."""
+    known = names if names is not None else [row.name for row in all_rows(list(TARGETS))]
+    intro, kept, notes = parse_explanations(path, known, KINDS)
+    return intro, [f"## {title}\n\n{body}" for title, body in kept], notes
 
 
 # -- rows: the ecosystem's targets and the reports third parties submitted -------------------
@@ -305,18 +283,9 @@ def render(names: list[str]) -> str:
         every = report["levels"]
         level = f"Level: **{every['json']}**; python-values: **{every['python-values']}**. "
         lines += [level + (f"{len(failed)} clauses fail." if failed else ""), ""]
-        for clause in failed:
-            explanation = note.clauses.get(clause["id"])
-            kind = explanation.kind if explanation else "unexplained"
-            lines += [
-                f"- **{clause['id']}** ({summaries.get(clause['id'], '')}) — *{kind}*",
-                f"  - seen: `{_one_line(clause['message'])}`",
-            ]
-            if explanation:
-                lines.append("  - " + explanation.text.replace("\n", "\n    "))
-            else:
-                unexplained += 1
-                lines.append("  - no explanation yet: add one to docs/compatibility/explanations.md")
+        shown, missing = failure_lines(failed, note, summaries, "docs/compatibility/explanations.md")
+        lines += shown
+        unexplained += missing
         stale = sorted(set(note.clauses) - {c["id"] for c in failed})
         if stale:
             lines += ["", f"Explanations kept for clauses that pass in this run: {', '.join(stale)}."]
@@ -378,11 +347,6 @@ def matrix(names: list[str]) -> dict[str, Any]:
 
 def matrix_text(names: list[str]) -> str:
     return json.dumps(matrix(names), indent=2, sort_keys=False, ensure_ascii=False) + "\n"
-
-
-def _one_line(message: str, limit: int = 300) -> str:
-    text = " ".join(message.split()).replace("`", "'")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,9 +35,13 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _explanations import Notes, failure_lines, one_line
+from _explanations import read_explanations as parse_explanations
 
 from storekit.clauses import HTTP_CLAUSES, HTTP_PROTOCOL
 
@@ -285,40 +289,12 @@ def run(rows: list[Row]) -> None:
 # -- explanations ------------------------------------------------------------------
 
 
-@dataclass
-class Explanation:
-    clause: str
-    kind: str
-    text: str
+RowNotes = Notes
 
 
-@dataclass
-class RowNotes:
-    intro: str = ""
-    clauses: dict[str, Explanation] = field(default_factory=dict)
-
-
-def read_explanations(path: Path = EXPLANATIONS) -> tuple[str, list[tuple[str, str]], dict[str, RowNotes]]:
-    """The explanations file: an introduction, ``## <heading>`` sections kept as they are,
-    and ``## <row name>`` sections with an optional note and ``### <clause> · <kind>`` entries."""
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    text = re.sub(r"\A<!--.*?-->\s*", "", text, flags=re.S)
-    parts = re.split(r"^## (.+)$", text, flags=re.M)
-    intro, kept, notes = parts[0].strip(), [], {}
-    for title, body in zip(parts[1::2], parts[2::2], strict=True):
-        name = title.strip()
-        if name not in BY_NAME:
-            kept.append((name, body.strip()))
-            continue
-        entries = re.split(r"^### (.+)$", body, flags=re.M)
-        row = RowNotes(intro=entries[0].strip())
-        for head, content in zip(entries[1::2], entries[2::2], strict=True):
-            clause, _, kind = (piece.strip() for piece in head.partition("·"))
-            if kind not in KINDS:
-                raise SystemExit(f"{path}: '### {head}' must name one of {KINDS} after '·'")
-            row.clauses[clause] = Explanation(clause, kind, content.strip())
-        notes[name] = row
-    return intro, kept, notes
+def read_explanations(path: Path = EXPLANATIONS) -> tuple[str, list[tuple[str, str]], dict[str, Notes]]:
+    """The explanations file (:func:`_explanations.read_explanations`) for the matrix's rows."""
+    return parse_explanations(path, BY_NAME, KINDS)
 
 
 # -- rendering ---------------------------------------------------------------------
@@ -405,18 +381,11 @@ def section() -> str:
         failed = [c for c in report["clauses"] if c["verdict"] == "failed"]
         skipped = [c for c in report["clauses"] if c["verdict"] == "skipped"]
         lines += [_counts(report["clauses"]) + ".", ""]
-        for clause in failed:
-            explanation = note.clauses.get(clause["id"])
-            kind = explanation.kind if explanation else "unexplained"
-            lines += [
-                f"- **{clause['id']}** ({summaries.get(clause['id'], '')}) — *{kind}*",
-                f"  - seen: `{_one_line(clause['message'])}`",
-            ]
-            if explanation:
-                lines.append("  - " + explanation.text.replace("\n", "\n    "))
-            else:
-                unexplained += 1
-                lines.append("  - no explanation yet: add one to docs/compatibility/http-explanations.md")
+        shown, missing = failure_lines(
+            failed, note, summaries, "docs/compatibility/http-explanations.md", _one_line
+        )
+        lines += shown
+        unexplained += missing
         for clause in skipped:
             lines.append(f"- **{clause['id']}** skipped: {_one_line(clause['message'])}")
         stale = sorted(set(note.clauses) - {c["id"] for c in failed})
@@ -442,8 +411,7 @@ def _counts(clauses: list[dict[str, Any]]) -> str:
 
 
 def _one_line(message: str, limit: int = 300) -> str:
-    text = " ".join(message.split()).replace("`", "'").replace("|", "/")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return one_line(message, limit, in_table=True)
 
 
 def matrix() -> dict[str, Any]:
