@@ -440,6 +440,52 @@ def test_a_connection_that_sends_no_head_is_closed_after_the_header_timeout(mode
         assert 0.4 < time.monotonic() - started < 3
 
 
+def whole_response(sock: socket.socket) -> bytes:
+    """One response with a Content-Length, head and body, read from a kept-alive `sock`."""
+    sock.settimeout(5)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(4096) or pytest.fail(f"the server closed after {data!r}")
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(4096) or pytest.fail("the server closed mid-body")
+    return head + b"\r\n\r\n" + body
+
+
+def test_a_later_head_trickled_on_a_kept_alive_connection_is_cut_at_the_header_timeout(mode: str) -> None:
+    """The first request is answered; the second head comes a byte every 0.2 s and never ends. The
+    connection is closed once the header timeout has passed since that head's first byte, while a
+    kept-alive connection that sends whole requests is served throughout."""
+    with (
+        serving(awhoami, workers=2, mode=mode, header_timeout=0.5, idle_timeout=30) as server,
+        socket.create_connection((server.host, server.port), source_address=("127.0.0.10", 0)) as slow,
+        socket.create_connection((server.host, server.port), source_address=("127.0.0.11", 0)) as steady,
+    ):
+        request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        slow.sendall(request)
+        assert whole_response(slow).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        sent = 0
+        closed = False
+        while not closed and time.monotonic() - started < 10:
+            try:
+                slow.sendall(b"GET / HTTP/1.1\r\nX-Slow: "[sent % 24 : sent % 24 + 1] or b"a")
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            sent += 1
+            closed = closed_by_server(slow, 0.2)
+            steady.sendall(request)
+            assert whole_response(steady).startswith(b"HTTP/1.1 200")
+        assert closed, f"a head trickled for {time.monotonic() - started:.1f}s was never cut"
+        assert 0.4 < time.monotonic() - started < 5
+
+
 # -- websockets -----------------------------------------------------------------------------------
 
 

@@ -97,13 +97,16 @@ class Guard:
 
 def guarded_protocol(base: type[asyncio.Protocol], guard: Guard) -> type[asyncio.Protocol]:
     """`base` (uvicorn's HTTP protocol) that counts its connection in `guard` and must see the end of
-    its first request head within the header timeout. It relies only on asyncio's Protocol methods."""
+    each request head within the header timeout: the first from the connection's start, each later
+    one (on a kept-alive connection) from its first byte. It relies on asyncio's Protocol methods and
+    on `on_response_complete`, which both of uvicorn's HTTP protocols call when a response is done."""
 
     class Guarded(base):  # type: ignore[valid-type,misc]
         peer_host = ""
         refused = False
         heard = False
         head_due: float | None = None
+        between = False  # a response is done; the next request's first byte starts its head's clock
         _tail = b""
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -118,12 +121,19 @@ def guarded_protocol(base: type[asyncio.Protocol], guard: Guard) -> type[asyncio
             if self.refused:
                 return
             self.heard = True
+            if self.between:
+                self.between = False
+                self.head_due, self._tail = time.monotonic() + guard.limits.header_timeout, b""
             if self.head_due is not None:
                 if _HEAD_END in self._tail + data[:3] or _HEAD_END in data:
                     self.head_due, self._tail = None, b""
                 else:
                     self._tail = (self._tail + data)[-3:]
             super().data_received(data)
+
+        def on_response_complete(self, *args: Any) -> None:
+            super().on_response_complete(*args)
+            self.between = self.head_due is None  # a head pipelined behind it is already in hand
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self.refused:
