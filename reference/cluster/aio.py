@@ -42,6 +42,9 @@ class AsyncClusterStore(ClientBase):
     async def touch(self, sid: str, session: Session) -> None:
         Requests.done(await self._call(self.requests.touch(sid, session)))
 
+    async def renew(self, sid: str, session: Session) -> Session | None:
+        return Requests.session(await self._call(self.requests.renew(sid, session)))
+
     async def length(self) -> int:
         return Requests.count(await self._call(self.requests.length))
 

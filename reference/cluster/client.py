@@ -44,6 +44,9 @@ class ClusterStore(ClientBase):
     def touch(self, sid: str, session: Session) -> None:
         Requests.done(self._call(self.requests.touch(sid, session)))
 
+    def renew(self, sid: str, session: Session) -> Session | None:
+        return Requests.session(self._call(self.requests.renew(sid, session)))
+
     def length(self) -> int:
         return Requests.count(self._call(self.requests.length))
 

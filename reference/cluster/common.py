@@ -196,18 +196,22 @@ class Requests:
         data = encode_session(session, max_bytes=self.max_session_bytes)
         return wire.encode_request(wire.REPLACE, self.namespace, key, self._expiry(session), data)
 
-    def touch(self, sid: str, session: Session) -> bytes:
+    def touch(self, sid: str, session: Session, op: int = wire.TOUCH) -> bytes:
+        """The TOUCH frame, or with ``op=wire.RENEW`` the RENEW frame (the same value)."""
         key = _key(sid)
         if not isinstance(session, dict):
             raise InvalidSessionData(f"touch needs the session dict, got {type(session).__name__}")
         patch = encode_session({"cookie": session.get("cookie")}, max_bytes=self.max_session_bytes)
-        return wire.encode_request(wire.TOUCH, self.namespace, key, self._expiry(session), patch)
+        return wire.encode_request(op, self.namespace, key, self._expiry(session), patch)
+
+    def renew(self, sid: str, session: Session) -> bytes:
+        return self.touch(sid, session, wire.RENEW)
 
     # What the replies mean; each ``reply`` is a whole frame, prefix included.
 
     @staticmethod
     def session(reply: bytes) -> Session | None:
-        """The result of get."""
+        """The result of get, and of renew."""
         data = wire.found_json(reply)
         if data is not None:
             try:

@@ -10,16 +10,24 @@ header, never copied; LENGTH, CLEAR and ALL take the lock for a slice of
 work at a time (:func:`_long`). It returns when the peer hangs up, or, once
 the connection has been idle for its SO_RCVTIMEO, with what it had sent of
 its next frame, so that the server can watch it without a thread.
+
+With a journal whose policy is ``fsync="always"``, the changes of a batch
+reach the disk before its replies are sent: one fsync per batch, taken after
+the lock is released (group commit: a batch whose changes an fsync of another
+connection already covered takes none).
 """
 
 from __future__ import annotations
 
 import socket
 import threading
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from storekit.reference.cluster import wire
 from storekit.reference.cluster.state import ClusterState
+
+if TYPE_CHECKING:
+    from storekit.reference.cluster.persist import Journal
 
 __all__ = ["BATCH", "COPY_LIMIT", "REPLY_BOUND", "SLICE", "serve"]
 
@@ -33,7 +41,14 @@ COPY_LIMIT: Final = 1 << 16
 SLICE: Final = 1000
 """Sids that LENGTH sweeps under one hold of the lock."""
 _BUFFER = 1 << 16  # receive buffer of a connection
-_GET, _SET, _TOUCH, _DESTROY, _REPLACE = wire.GET, wire.SET, wire.TOUCH, wire.DESTROY, wire.REPLACE
+_GET, _SET, _TOUCH, _DESTROY, _REPLACE, _RENEW = (
+    wire.GET,
+    wire.SET,
+    wire.TOUCH,
+    wire.DESTROY,
+    wire.REPLACE,
+    wire.RENEW,
+)
 _OK_FRAME, _MISSING_FRAME = wire.OK_FRAME, wire.MISSING_FRAME
 
 
@@ -45,6 +60,7 @@ def serve(
     *,
     max_frame: int,
     reply_bound: int = REPLY_BOUND,
+    journal: Journal | None = None,
 ) -> bytes | None:
     """Read into one reusable buffer (a ``recv(n)`` would allocate ``n``
     bytes per call), answer the whole frames in it, repeat. GET and SET, the
@@ -61,6 +77,8 @@ def serve(
     get, set_, touch, destroy = state.get, state.set, state.touch, state.destroy
     found_frame, found_header = wire.found_frame, wire.found_header
     error_frame, invalid = wire.error_frame, wire.ERR_INVALID_DATA
+    durable = journal if journal is not None and journal.sync_each else None
+    synced = 0
     buf = bytearray(max(_BUFFER, len(leftover)))
     view = memoryview(buf)
     filled = len(leftover)
@@ -100,6 +118,15 @@ def serve(
                             out.append(error_frame(invalid, replaced))
                         else:
                             out.append(_OK_FRAME if replaced else _MISSING_FRAME)
+                    elif op == _RENEW:
+                        renewed = state.renew(namespace, sid, value)
+                        if renewed is None:
+                            out.append(_MISSING_FRAME)
+                        elif isinstance(renewed, str):
+                            out.append(error_frame(invalid, renewed))
+                        else:
+                            out.append(found_frame(renewed))
+                            pending += len(renewed)
                     else:
                         long_op = request
                         break
@@ -109,6 +136,10 @@ def serve(
                     request = next_request(view, offset, filled, limit)
                     if request is None:
                         break
+                if durable is not None:
+                    synced = durable.written
+            if durable is not None:
+                durable.sync_to(synced)  # no-op if nothing new was written since the last fsync
             if out:  # one write per batch of small replies
                 if len(out) == 1:
                     sock.sendall(out[0])
@@ -119,7 +150,10 @@ def serve(
                         sock.sendall(part)
             if long_op is not None:
                 op, namespace, _sid, _value, offset = long_op
-                for part in _long(state, lock, op, namespace):
+                parts = _long(state, lock, op, namespace)
+                if durable is not None:
+                    durable.sync_to(durable.written)
+                for part in parts:
                     sock.sendall(part)
             request = next_request(view, offset, filled, limit) if offset < filled else None
         if offset == filled and len(buf) == _BUFFER:  # the usual case: all answered, nothing to move

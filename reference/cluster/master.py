@@ -23,6 +23,10 @@ from the main thread: the handler removes the socket (and the directory
 so the process ends as it would have. Forked children get SIGTERM's default
 back. A handler the program installs later replaces it (gunicorn's and
 ``storekit serve``'s do, and they exit through ``shutdown()`` or atexit).
+
+``setup(persist=PATH, fsync=...)`` keeps the sessions in PATH as well
+(``persist``): a master started again on PATH finds them. Every clean stop
+above fsyncs the log first, whatever the policy.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from storekit.codec import DEFAULT_MAX_SESSION_BYTES
 from storekit.errors import StoreError
 from storekit.reference.cluster.client import ClusterStore
 from storekit.reference.cluster.common import ENV_KEY, ENV_SOCKET, Address, address_from_env
+from storekit.reference.cluster.persist import Journal, check_options
 from storekit.reference.cluster.server import ClusterServer
 from storekit.reference.cluster.state import ClusterState
 from storekit.target import Target
@@ -63,8 +68,20 @@ _saved_env: dict[str, str | None] = {}
 _at_exit: list[int] = []  # the pid that registered the atexit clean-up
 
 
-def setup(*, max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES) -> str:
+def setup(
+    *,
+    max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES,
+    persist: str | os.PathLike[str] | None = None,
+    fsync: str | None = None,
+) -> str:
     """Start the cluster server in this process (the master) and return its socket path.
+
+    With ``persist``, a directory (made, mode 0700, if missing), the sessions
+    are also kept there, and a master started on it again serves them:
+    ``setup()`` replays them before it accepts a connection. ``fsync`` says
+    when each write reaches the disk: ``"always"`` (before its reply),
+    ``"everysec"`` (the default: within about a second) or ``"no"`` (when the
+    OS writes it back). See docs/cluster.md#persistence.
 
     Call it before the workers start: they find the server through the
     environment they inherit. Calling it again is harmless: it returns the
@@ -74,6 +91,7 @@ def setup(*, max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES) -> str:
     serves at that same path with the same key, so the old workers reconnect.
     """
     global _server, _made_dir
+    options = check_options(persist, fsync)
     with _lock:
         if _server is not None and _server.running:
             return _server.path
@@ -84,12 +102,16 @@ def setup(*, max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES) -> str:
             with _dir_lock(address.path):
                 if _answers(address.path):
                     return address.path
-                _server = _start(address, max_session_bytes)
+                _server = _start(address, max_session_bytes, options)
             _handle_sigterm()
             return address.path
         directory = tempfile.mkdtemp(prefix="storekit-cluster-", dir=_short_tmp())  # mode 0700
         address = Address(os.path.join(directory, "sock"), secrets.token_bytes(32))
-        _server = _start(address, max_session_bytes)
+        try:
+            _server = _start(address, max_session_bytes, options)
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
         _made_dir = directory
         if not _at_exit:
             atexit.register(_shutdown_at_exit, os.getpid())
@@ -110,6 +132,8 @@ def shutdown() -> None:
         server, _server = _server, None
         if server is not None and server.pid == os.getpid():
             server.stop()
+            if server.journal is not None:
+                server.journal.close()
         if _made_dir is not None:
             shutil.rmtree(_made_dir, ignore_errors=True)
             _made_dir = None
@@ -142,6 +166,8 @@ def _on_sigterm(signum: int, frame: object) -> None:
     server, directory = _server, _made_dir
     if server is not None and server.pid == os.getpid():
         server.unlink()
+        if server.journal is not None:
+            server.journal.sync_now()
     if directory is not None:
         shutil.rmtree(directory, ignore_errors=True)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -180,7 +206,7 @@ def outage() -> Iterator[None]:
         yield
     finally:
         with _lock:
-            restarted = ClusterServer(server.path, server.secret, state=server.state)
+            restarted = ClusterServer(server.path, server.secret, state=server.state, journal=server.journal)
             restarted.start()
             _server = restarted
 
@@ -200,10 +226,21 @@ def _ensure_private(directory: str) -> None:
         ) from None
 
 
-def _start(address: Address, max_session_bytes: int) -> ClusterServer:
+def _start(address: Address, max_session_bytes: int, options: tuple[str, str] | None) -> ClusterServer:
+    """A running server; with ``options`` (persist directory, fsync policy), on the
+    sessions replayed from that directory, which it logs to."""
     state = ClusterState(max_session_bytes=max_session_bytes)
-    server = ClusterServer(address.path, address.secret, state=state)
-    server.start()
+    journal = None
+    if options is not None:
+        journal = Journal.open(*options, state)
+        state.log = journal.record
+    server = ClusterServer(address.path, address.secret, state=state, journal=journal)
+    try:
+        server.start()
+    except BaseException:
+        if journal is not None:
+            journal.close()
+        raise
     return server
 
 

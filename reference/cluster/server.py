@@ -39,6 +39,7 @@ from typing import Any
 from storekit.reference.cluster import wire
 from storekit.reference.cluster.connection import REPLY_BOUND, serve
 from storekit.reference.cluster.handshake import READ_SIZE, HandshakeError, ServerHandshake
+from storekit.reference.cluster.persist import Journal
 from storekit.reference.cluster.state import ClusterState
 
 __all__ = ["HANDSHAKE_TIMEOUT", "IDLE_TIMEOUT", "REPLY_BOUND", "ClusterServer", "pending_limit"]
@@ -90,8 +91,10 @@ class ClusterServer:
         max_pending: int | None = None,
         reply_bound: int = REPLY_BOUND,
         idle_timeout: float = IDLE_TIMEOUT,
+        journal: Journal | None = None,
     ) -> None:
         self.path = path
+        self.journal = journal  # its threads run while this server does; its owner closes it
         self.secret = secret
         self.state = state
         self.handshake_timeout = handshake_timeout
@@ -143,6 +146,8 @@ class ClusterServer:
         self._selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
         self._listen(True)
         _servers.add(self)
+        if self.journal is not None:
+            self.journal.start(self._lock)
         self._thread = threading.Thread(target=self._run, name="storekit-cluster-server", daemon=True)
         self._thread.start()
 
@@ -215,7 +220,13 @@ class ClusterServer:
         parked: bytes | None = None
         try:
             parked = serve(
-                sock, leftover, self.state, self._lock, max_frame=self.max_frame, reply_bound=self.reply_bound
+                sock,
+                leftover,
+                self.state,
+                self._lock,
+                max_frame=self.max_frame,
+                reply_bound=self.reply_bound,
+                journal=self.journal,
             )
         except (OSError, wire.WireError) as exc:
             if not self._stopping:

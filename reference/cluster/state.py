@@ -10,6 +10,11 @@ tuple or float. Expired entries are dropped when read, and swept in the
 background through per-second buckets of sids (8 bytes of list slot per
 entry), a little on every write and a little on every server tick, so that
 dead sessions do not pile up. The semantics are MemoryStore's.
+
+With persistence, ``log`` receives every change as its effect (``records``:
+PUT of the value stored, DELETE of a session that was there, TOUCH applied
+to a live session, CLEAR of a namespace that was there), in the order they
+happen; expiries are not logged, since a replay drops what has expired.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import heapq
 import time
 from collections.abc import Callable
 
+from storekit.reference.cluster.records import CLEAR, DELETE, PUT, TOUCH
 from storekit.reference.cluster.wire import (
     EXPIRY,
     JSON,
@@ -30,7 +36,10 @@ from storekit.reference.cluster.wire import (
     value_problem,
 )
 
-__all__ = ["MAX_TOUCH_BYTES", "ClusterState", "Space"]
+__all__ = ["MAX_TOUCH_BYTES", "ClusterState", "Log", "Space"]
+
+Log = Callable[[int, bytes, bytes, bytes], None]
+"""Where changes go: ``log(op, namespace, sid, value)`` with the ops of ``records``."""
 
 
 class Space:
@@ -55,7 +64,7 @@ class Space:
             bucket.append(sid)
         self.refs += 1
         if self.refs > 2 * len(self.entries) + 1024:
-            self._rebuild()
+            self.rebuild()
 
     def sweep(self, now_ms: int, now: bytes, budget: int) -> int:
         """Drop expired entries from buckets whose second is over, looking at
@@ -75,7 +84,7 @@ class Space:
         self.refs -= start - budget
         return budget
 
-    def _rebuild(self) -> None:
+    def rebuild(self) -> None:
         """Forget stale bucket slots left behind by sessions set again."""
         self.buckets, self.order, self.refs = {}, [], 0
         for sid, value in self.entries.items():
@@ -91,13 +100,15 @@ MAX_TOUCH_BYTES = 1 << 16
 class ClusterState:
     """Namespaces of sessions; every method runs on the server thread only.
 
-    ``clock`` returns POSIX seconds and can be replaced in tests.
+    ``clock`` returns POSIX seconds and can be replaced in tests; ``log``, if
+    set, receives every change (see the module's docstring).
     """
 
     def __init__(self, *, max_session_bytes: int, clock: Callable[[], float] = time.time) -> None:
         self.max_session_bytes = max_session_bytes
         self.clock = clock
         self.spaces: dict[bytes, Space] = {}
+        self.log: Log | None = None
 
     def _now(self) -> tuple[int, bytes]:
         now_ms = int(self.clock() * 1000)
@@ -151,12 +162,14 @@ class ClusterState:
         expiry = value[EXPIRY]
         space = self.spaces.get(namespace)
         if expiry <= now:
-            if space is not None:
-                space.entries.pop(sid, None)
+            if space is not None and space.entries.pop(sid, None) is not None and self.log is not None:
+                self.log(DELETE, namespace, sid, b"")
             return
         if space is None:
             space = self.spaces[namespace] = Space()
         space.entries[sid] = value
+        if self.log is not None:
+            self.log(PUT, namespace, sid, value)
         if expiry != NEVER_BYTES:
             space.note(sid, expiry)
         order = space.order
@@ -165,14 +178,20 @@ class ClusterState:
 
     def destroy(self, namespace: bytes, sid: bytes) -> None:
         space = self.spaces.get(namespace)
-        if space is not None:
-            space.entries.pop(sid, None)
+        if space is not None and space.entries.pop(sid, None) is not None and self.log is not None:
+            self.log(DELETE, namespace, sid, b"")
 
     def touch(self, namespace: bytes, sid: bytes, value: bytes) -> str | None:
         """Give a live session the expiry and ``"cookie"`` of ``value``, whose
         payload is the JSON object ``{"cookie": ...}``, without parsing or
         encoding the session (``wire.touched_value``: one copy of its bytes);
         an error message if ``value`` is refused."""
+        renewed = self.renew(namespace, sid, value)
+        return renewed if isinstance(renewed, str) else None
+
+    def renew(self, namespace: bytes, sid: bytes, value: bytes) -> bytes | str | None:
+        """:meth:`touch`, returning the renewed value as :meth:`get` would (None if
+        there was no live session, or ``value`` expires it), or the error message."""
         problem = value_problem(value)
         if problem is not None:
             return f"touch needs the JSON object {{'cookie': ...}}: {problem}"
@@ -188,12 +207,16 @@ class ClusterState:
         expiry = value[EXPIRY]
         if entry[EXPIRY] <= now or expiry <= now:
             del space.entries[sid]
+            if self.log is not None:
+                self.log(DELETE, namespace, sid, b"")
             return None
-        space.entries[sid] = touched_value(expiry, entry, value[JSON])
+        renewed = space.entries[sid] = touched_value(expiry, entry, value[JSON])
+        if self.log is not None:
+            self.log(TOUCH, namespace, sid, value)
         if expiry != NEVER_BYTES:
             space.note(sid, expiry)
         space.sweep(now_ms, now, 16)
-        return None
+        return renewed
 
     def length(self, namespace: bytes, budget: int = 1000) -> int | None:
         """The number of live sessions in ``namespace``; None if it first had to
@@ -215,7 +238,30 @@ class ClusterState:
     def clear(self, namespace: bytes) -> Space | None:
         """Forget ``namespace``; its entries come back, for the caller to free
         after it has released the lock."""
-        return self.spaces.pop(namespace, None)
+        space = self.spaces.pop(namespace, None)
+        if space is not None and self.log is not None:
+            self.log(CLEAR, namespace, b"", b"")
+        return space
+
+    def copy(self) -> dict[bytes, dict[bytes, bytes]]:
+        """A copy of every namespace's entries (one C-level copy each), for a snapshot."""
+        return {namespace: space.entries.copy() for namespace, space in self.spaces.items()}
+
+    def adopt(self, tables: dict[bytes, dict[bytes, bytes]]) -> int:
+        """Hold the live entries of ``tables`` (a replay's result) as every namespace;
+        return how many expired ones were dropped."""
+        now = self._now()[1]
+        self.spaces, dropped = {}, 0
+        for namespace, entries in tables.items():
+            expired = [sid for sid, value in entries.items() if value[EXPIRY] <= now]
+            for sid in expired:
+                del entries[sid]
+            dropped += len(expired)
+            if entries:
+                space = self.spaces[namespace] = Space()
+                space.entries = entries
+                space.rebuild()
+        return dropped
 
     def snapshot(self, namespace: bytes) -> tuple[dict[bytes, bytes], bytes]:
         """A copy of the entries of ``namespace`` and the wire time now: one C-level

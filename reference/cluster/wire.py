@@ -16,7 +16,7 @@ Handshake (before it, frames are at most :data:`MAX_HANDSHAKE_FRAME` bytes;
    or an ``ERROR`` reply, and the server closes the connection.
 
 Requests: ``op`` (1 byte), namespace length (1), sid length (2), the UTF-8
-namespace, the UTF-8 sid, and for set, replace and touch a value: a 6-byte expiry
+namespace, the UTF-8 sid, and for set, replace, touch and renew a value: a 6-byte expiry
 followed by the JSON. The expiry is milliseconds since the epoch, big-endian,
 so that values compare with ``value[EXPIRY] <= now`` and :data:`NEVER` (all
 ones) means "no expiry". What the server stores for a session is exactly the
@@ -26,6 +26,8 @@ JSON (``{"cookie": ...}``), its length (4 bytes) and a zero byte, which no
 JSON object ends with (:func:`touched_value`); a reader takes the cookie from
 the appended JSON (:func:`split_json`). A replace is a set that the server
 carries out only over a live session: ``OK`` if it did, ``MISSING`` if not.
+A renew carries a touch's value and is answered as a get after that touch:
+``FOUND`` with the renewed value, or ``MISSING``.
 
 Replies: a status byte, then its payload (``FOUND``: a value; ``COUNT``:
 8-byte count; ``ITEMS``: repeated sid length (2), sid, value length (4),
@@ -69,6 +71,7 @@ __all__ = [
     "NONCE_BYTES",
     "OK",
     "OK_FRAME",
+    "RENEW",
     "REPLACE",
     "SET",
     "TOUCH",
@@ -124,7 +127,7 @@ EXPIRY: Final = slice(0, EXPIRY_BYTES)
 JSON: Final = slice(EXPIRY_BYTES, None)
 """The JSON of a stored value (``value[JSON]``)."""
 
-GET, SET, DESTROY, TOUCH, LENGTH, CLEAR, ALL, REPLACE = range(1, 9)
+GET, SET, DESTROY, TOUCH, LENGTH, CLEAR, ALL, REPLACE, RENEW = range(1, 10)
 OK, FOUND, MISSING, COUNT, ITEMS, ERROR = range(6)
 ERR_BAD_REQUEST, ERR_INVALID_DATA, ERR_DENIED = range(1, 4)
 
@@ -148,6 +151,7 @@ _SHAPES: Final = {
     SET: _SID_VALUE,
     TOUCH: _SID_VALUE,
     REPLACE: _SID_VALUE,
+    RENEW: _SID_VALUE,
     LENGTH: _NO_SID,
     CLEAR: _NO_SID,
     ALL: _NO_SID,
@@ -165,7 +169,7 @@ class Request(NamedTuple):
     op: int
     namespace: bytes
     sid: bytes
-    value: bytes  # expiry + JSON for SET, REPLACE and TOUCH, else b""
+    value: bytes  # expiry + JSON for SET, REPLACE, TOUCH and RENEW, else b""
 
 
 # Frames

@@ -3,7 +3,9 @@
 ``make_app(store, secret=...)`` is the middleware around the Starlette app;
 its options are the middleware's, with ``max_age`` given as ``lifetime``.
 ``/end-group`` is the middleware's ``aend_group``; ``/outage`` works when
-``store`` is an :class:`~storekit.probe.outage.AsyncOutageStore`.
+``store`` is an :class:`~storekit.probe.outage.AsyncOutageStore`. A session
+that cannot be loaded answers its status (503 in an outage) through a Starlette
+exception handler: Starlette would otherwise turn it into a 500 of its own.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from storekit.contract import AsyncStore
 from storekit.probe.outage import AsyncOutageStore
 from storekit.probe.protocol import PREFIX, ProbeError, answer_free, parse
 from storekit.probe.routes import arespond, features_of
+from storekit.session import SessionUnavailable
 
 __all__ = ["make_app"]
 
@@ -48,7 +51,14 @@ def make_app(
         status, body = reply
         return JSONResponse(body, status_code=status)
 
-    app = Starlette(routes=[Route(prefix + "/{route:path}", probe, methods=["GET", "POST"])])
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        status = exc.status if isinstance(exc, SessionUnavailable) else 500
+        return JSONResponse({"error": "the session store is unavailable"}, status_code=status)
+
+    app = Starlette(
+        routes=[Route(prefix + "/{route:path}", probe, methods=["GET", "POST"])],
+        exception_handlers={SessionUnavailable: unavailable},
+    )
     middleware = SessionMiddleware(app, store, secret=secret, max_age=lifetime, **options)
     features = features_of(middleware.config, outage=switch is not None, max_session_bytes=max_session_bytes)
     return middleware

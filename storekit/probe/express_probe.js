@@ -28,6 +28,9 @@ const SECRET = process.env.SECRET || require('crypto').randomBytes(24).toString(
 const MAX_DELAY = 60;
 const NO_LIMIT = 1024 * 1024;
 const COOKIE = 'connect.sid';
+const ROUTES = {
+  features: 'GET', read: 'GET', write: 'POST', login: 'POST', logout: 'POST', 'end-group': 'POST', untouched: 'GET', outage: 'POST',
+};
 const STORE_METHODS = ['get', 'set', 'destroy', 'touch', 'all', 'length', 'clear', 'ids'];
 
 class ProbeError extends Error {
@@ -160,7 +163,11 @@ async function main() {
   app.post(p + '/logout', sessions, (req, res, next) => {
     req.session.destroy((err) => (err ? next(err) : res.json({ data: {} })));
   });
-  app.use(p, (req, res) => res.status(404).json({ error: `no probe route ${req.method} ${req.originalUrl}` }));
+  app.use(p, (req, res) => {
+    const method = ROUTES[req.path.slice(1)];
+    if (method) return res.status(405).json({ error: `${req.path} takes ${method}, got ${req.method}` });
+    return res.status(404).json({ error: `no probe route ${req.originalUrl}` });
+  });
   app.use((err, req, res, next) => {
     if (res.headersSent) return next(err);
     return res.status(err.status || 500).json({ error: err.message });

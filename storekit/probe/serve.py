@@ -29,13 +29,15 @@ from storekit.codec import DEFAULT_MAX_SESSION_BYTES
 from storekit.probe.outage import AsyncOutageStore, OutageStore
 from storekit.probe.protocol import PREFIX
 
-__all__ = ["ASYNC_KINDS", "KINDS", "NODE_HINT", "NODE_PACKAGES", "STORES", "THREADS", "main"]
+__all__ = ["ASYNC_KINDS", "GRACE", "KINDS", "NODE_HINT", "NODE_PACKAGES", "STORES", "THREADS", "main"]
 
 KINDS = ("wsgi", "asgi", "flask", "django", "starlette", "express")
 ASYNC_KINDS = ("asgi", "starlette")
 STORES = ("memory", "cluster", "redis")
 THREADS = 8
 """waitress's worker threads: enough for a few slow (``delay``) requests to overlap."""
+GRACE = 5
+"""Seconds a stopping server gives the requests in flight."""
 
 NODE_PACKAGES = "express@4 express-session@1.18 connect-redis@7 redis@4"
 NODE_HINT = (
@@ -169,7 +171,9 @@ def serve_asgi(app: Any, host: str, port: int, closers: list[Closer]) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(address)
     sock.listen(128)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=GRACE
+    )
     server = uvicorn.Server(config)
 
     async def run() -> None:

@@ -1,0 +1,502 @@
+"""setup(persist=...): the sessions survive their master. Real processes, real signals.
+
+Masters are subprocesses that call ``setup(persist=PATH, fsync=...)``; the
+test kills them (SIGKILL, SIGTERM) and starts another on the same PATH at the
+same socket address, while worker processes keep their stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import wait_until
+
+from storekit import InvalidSessionData, StoreError, expires_in
+from storekit.reference import cluster
+from storekit.reference.cluster import Address, AsyncClusterStore, ClusterStore, persist, records
+
+MASTER = """
+import os, sys
+from storekit.reference import cluster
+from storekit.reference.cluster import persist
+persist.COMPACT_MIN_BYTES = int(sys.argv[3])
+cluster.setup(persist=sys.argv[1], fsync=sys.argv[2])
+print(os.environ[cluster.ENV_SOCKET], os.environ[cluster.ENV_KEY], flush=True)
+sys.stdin.read()  # serve until the test closes stdin or signals us
+"""
+
+WORKER = """
+import sys
+from storekit.reference.cluster import ClusterStore
+store, name = ClusterStore(timeout=5), sys.argv[1]
+for line in sys.stdin:
+    command, count = line.split()
+    if command == "set":
+        for i in range(int(count)):
+            store.set(f"{name}-{i}", {"worker": name, "i": i})
+        print("set", flush=True)
+    else:
+        wrong = [i for i in range(int(count)) if store.get(f"{name}-{i}") != {"worker": name, "i": i}]
+        print(len(wrong), flush=True)
+"""
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    if cluster.master._server is not None and cluster.master._server.running:
+        pytest.skip("a cluster server already runs in this process (the conformance suite's?)")
+    monkeypatch.delenv(cluster.ENV_SOCKET, raising=False)
+    monkeypatch.delenv(cluster.ENV_KEY, raising=False)
+    return dict(os.environ)
+
+
+@contextlib.contextmanager
+def master(
+    env: dict[str, str], path: Path, fsync: str, compact: int = 64 << 20
+) -> Iterator[tuple[subprocess.Popen[str], Address]]:
+    """A master subprocess persisting into ``path``; killed after."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", MASTER, str(path), fsync, str(compact)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, f"the master exited with {proc.wait()}"
+        socket_path, key = line.split()
+        yield proc, Address(socket_path, bytes.fromhex(key))
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def env_of(env: dict[str, str], address: Address) -> dict[str, str]:
+    return {**env, cluster.ENV_SOCKET: address.path, cluster.ENV_KEY: address.secret.hex()}
+
+
+class Worker:
+    """A worker process that keeps one ClusterStore across the master's restarts."""
+
+    def __init__(self, env: dict[str, str], name: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", WORKER, name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+
+    def ask(self, command: str, count: int) -> str:
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.write(f"{command} {count}\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline().strip()
+        assert answer, f"the worker died with {self.proc.poll()}"
+        return answer
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def stop(proc: subprocess.Popen[str], how: signal.Signals) -> None:
+    proc.send_signal(how)
+    assert proc.wait(10) == -how
+
+
+COUNT = 300
+
+
+@pytest.mark.parametrize(
+    ("fsync", "how"),
+    [
+        ("always", signal.SIGKILL),
+        ("everysec", signal.SIGKILL),
+        ("no", signal.SIGKILL),
+        ("no", signal.SIGTERM),
+        ("always", signal.SIGTERM),
+    ],
+)
+def test_a_restarted_master_serves_every_returned_write_to_old_and_new_workers(
+    clean_env: dict[str, str], tmp_path: Path, fsync: str, how: signal.Signals
+) -> None:
+    data = tmp_path / "sessions"
+    with master(clean_env, data, fsync) as (first, address):
+        workers = [Worker(env_of(clean_env, address), f"w{n}") for n in range(2)]
+        try:
+            assert [worker.ask("set", COUNT) for worker in workers] == ["set", "set"]  # every set returned
+            stop(first, how)
+            with master(env_of(clean_env, address), data, fsync) as (_second, again):
+                assert again == address
+                assert [worker.ask("check", COUNT) for worker in workers] == ["0", "0"]  # reconnected
+                fresh = Worker(env_of(clean_env, address), "w0")
+                try:
+                    assert fresh.ask("check", COUNT) == "0"
+                finally:
+                    fresh.close()
+        finally:
+            for worker in workers:
+                worker.close()
+            shutil.rmtree(os.path.dirname(address.path), ignore_errors=True)
+
+
+def test_a_sigkilled_master_after_compaction_loses_nothing(clean_env: dict[str, str], tmp_path: Path) -> None:
+    data = tmp_path / "sessions"
+    with master(clean_env, data, "always", compact=20_000) as (first, address):
+        store = ClusterStore(address=address, timeout=5)
+        for round_ in range(6):
+            for i in range(100):
+                store.set(f"s{i}", {"round": round_, "pad": "x" * 100})
+        wait_until(lambda: (data / "snapshot").exists(), what="no snapshot was written")
+        wait_until(lambda: not (data / "log.0").exists(), what="the first log was not removed")
+        for i in range(50):
+            store.destroy(f"s{i}")
+        first.kill()
+        first.wait()
+        with master(env_of(clean_env, address), data, "always") as _:
+            expected = {f"s{i}": {"round": 5, "pad": "x" * 100} for i in range(50, 100)}
+            assert store.all() == expected
+    shutil.rmtree(os.path.dirname(address.path), ignore_errors=True)
+
+
+# A model check: random operations, a SIGKILL, a restart; all() as the model says
+
+
+def model_check(seed: int, address: Address, model: dict[str, dict[str, Any]]) -> list[tuple[str, float]]:
+    """Random operations on ``address``, applied to ``model`` too; the short expiries set."""
+    rng = random.Random(seed)
+    store = ClusterStore(address=address, timeout=5)
+    short: list[tuple[str, float]] = []
+    now = time.time
+
+    def live(sid: str) -> bool:
+        return sid in model and model[sid]["expires"] > now() + 0.5
+
+    for step in range(400):
+        sid = f"sid-{rng.randrange(30)}"
+        if sid in {name for name, _until in short}:
+            continue  # left to expire: never touched again
+        op = rng.choice(["set", "set", "replace", "touch", "renew", "destroy", "expired", "short", "clear"])
+        if op in ("set", "replace"):
+            session = {"step": step, "cookie": expires_in(3600)}
+            if op == "set" or live(sid):
+                model[sid] = {"session": session, "expires": now() + 3600}
+            if op == "set":
+                store.set(sid, session)
+            else:
+                assert store.replace(sid, session) == (sid in model and model[sid]["session"] is session)
+        elif op in ("touch", "renew"):
+            cookie = expires_in(7200)
+            if live(sid):
+                model[sid]["session"] = {**model[sid]["session"], "cookie": cookie}
+                model[sid]["expires"] = now() + 7200
+            if op == "touch":
+                store.touch(sid, {"cookie": cookie})
+            else:
+                got = store.renew(sid, {"cookie": cookie})
+                assert got == (model[sid]["session"] if live(sid) else None), f"step {step}: renew({sid})"
+        elif op == "destroy":
+            model.pop(sid, None)
+            store.destroy(sid)
+        elif op == "expired":
+            model.pop(sid, None)
+            store.set(sid, {"step": step, "cookie": expires_in(-10)})
+        elif op == "short":
+            model.pop(sid, None)
+            store.set(sid, {"step": step, "cookie": expires_in(0.6)})
+            short.append((sid, now() + 0.6))
+        elif rng.random() < 0.1:  # clear, now and then
+            model.clear()
+            store.clear()
+    return short
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_replay_after_random_operations_and_a_sigkill_matches_the_model(
+    clean_env: dict[str, str], tmp_path: Path, seed: int
+) -> None:
+    data = tmp_path / "sessions"
+    model: dict[str, dict[str, Any]] = {}
+    with master(clean_env, data, "no") as (first, address):
+        short = model_check(seed, address, model)
+        first.kill()
+        first.wait()
+    latest = max((until for _sid, until in short), default=0.0)
+    wait_until(lambda: time.time() > latest + 0.1, what="the short expiries did not pass")
+    with master(env_of(clean_env, address), data, "no") as _:
+        store = ClusterStore(address=address, timeout=5)
+        assert store.all() == {sid: entry["session"] for sid, entry in model.items()}, f"seed {seed}"
+    shutil.rmtree(os.path.dirname(address.path), ignore_errors=True)
+
+
+# In this process: torn tails, foreign files, modes, arguments
+
+
+@pytest.fixture
+def persisted(clean_env: dict[str, str], tmp_path: Path) -> Iterator[Path]:
+    data = tmp_path / "sessions"
+    yield data
+    cluster.shutdown()
+
+
+def write_and_stop(data: Path, sessions: dict[str, dict[str, Any]]) -> None:
+    cluster.setup(persist=data, fsync="always")
+    store = ClusterStore()
+    for sid, session in sessions.items():
+        store.set(sid, session)
+    cluster.shutdown()
+
+
+SESSIONS = {f"s{i}": {"i": i} for i in range(10)}
+
+
+def test_a_log_cut_mid_record_keeps_the_records_before_and_says_what_it_cut(
+    persisted: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_and_stop(persisted, SESSIONS)
+    log = persisted / "log.0"
+    size = log.stat().st_size
+    os.truncate(log, size - 3)  # the last set, s9, loses its end
+    caplog.set_level(logging.WARNING, logger="storekit.cluster")
+    cluster.setup(persist=persisted)
+    assert ClusterStore().all() == {sid: s for sid, s in SESSIONS.items() if sid != "s9"}
+    messages = [r.getMessage() for r in caplog.records if r.name == "storekit.cluster"]
+    assert any("is cut short" in m and str(log) in m and "cutting the" in m for m in messages), messages
+    assert log.stat().st_size < size - 3  # truncated to the valid prefix
+    ClusterStore().set("after", {"ok": True})  # appended after the valid prefix
+    cluster.shutdown()
+    cluster.setup(persist=persisted)
+    assert ClusterStore().get("after") == {"ok": True}
+    assert len(ClusterStore().all()) == 10
+
+
+def test_garbage_after_the_log_is_cut_and_every_record_before_kept(
+    persisted: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_and_stop(persisted, SESSIONS)
+    log = persisted / "log.0"
+    size = log.stat().st_size
+    with log.open("ab") as file:
+        file.write(b"\x00\x00\x00\x20garbage that is no record at all, none")
+    caplog.set_level(logging.WARNING, logger="storekit.cluster")
+    cluster.setup(persist=persisted)
+    assert ClusterStore().all() == SESSIONS
+    assert log.stat().st_size == size
+    assert any("fails its checksum" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_a_corrupt_record_in_the_middle_keeps_the_prefix(persisted: Path) -> None:
+    write_and_stop(persisted, SESSIONS)
+    log = persisted / "log.0"
+    data = bytearray(log.read_bytes())
+    scan = records.Scan(bytes(data), records.HEADER_SIZE)
+    ends = []
+    for _record in scan:
+        ends.append(scan.end)
+    data[ends[4] + 12] ^= 0xFF  # inside the sixth record's body (ends[4]: where the fifth ends)
+    log.write_bytes(bytes(data))
+    cluster.setup(persist=persisted)
+    assert ClusterStore().all() == {f"s{i}": {"i": i} for i in range(5)}
+
+
+@pytest.mark.parametrize("name", ["log.0", "snapshot"])
+def test_a_file_that_is_not_ours_is_refused_and_left_alone(persisted: Path, name: str) -> None:
+    persisted.mkdir(mode=0o700)
+    foreign = persisted / name
+    foreign.write_bytes(b"PGDMP this is somebody else's file\n")
+    with pytest.raises(StoreError) as info:
+        cluster.setup(persist=persisted)
+    message = str(info.value)
+    assert repr(str(foreign)) in message
+    assert "move it out" in message
+    assert "another persist path" in message
+    assert foreign.read_bytes() == b"PGDMP this is somebody else's file\n"
+    assert os.environ.get(cluster.ENV_SOCKET) is None  # nothing was started
+
+
+def test_the_directory_is_0700_and_its_files_0600(persisted: Path) -> None:
+    write_and_stop(persisted, SESSIONS)
+    assert stat.S_IMODE(persisted.stat().st_mode) == 0o700
+    files = list(persisted.iterdir())
+    assert {f.name for f in files} >= {"log.0", "lock"}
+    assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o600}
+
+
+def test_a_directory_others_can_write_is_refused(persisted: Path) -> None:
+    persisted.mkdir()
+    persisted.chmod(0o777)
+    with pytest.raises(StoreError, match=r"mode 777, writable by other users; run chmod 700"):
+        cluster.setup(persist=persisted)
+
+
+def test_a_second_master_on_the_same_directory_is_refused(clean_env: dict[str, str], tmp_path: Path) -> None:
+    data = tmp_path / "sessions"
+    with (
+        master(clean_env, data, "no") as (_proc, address),
+        pytest.raises(StoreError, match="another process persists sessions into"),
+    ):
+        cluster.setup(persist=data)
+    shutil.rmtree(os.path.dirname(address.path), ignore_errors=True)
+
+
+def test_expired_sessions_are_dropped_on_replay(persisted: Path) -> None:
+    cluster.setup(persist=persisted, fsync="no")
+    store = ClusterStore()
+    store.set("short", {"cookie": expires_in(0.3)})
+    store.set("long", {"cookie": expires_in(3600)})
+    cluster.shutdown()
+    wait_until(lambda: last_put_expired(persisted, b"short"), what="the short session did not expire")
+    cluster.setup(persist=persisted)
+    assert set(ClusterStore().all()) == {"long"}
+    assert cluster.master._server is not None
+    assert cluster.master._server.state.size() == 1  # dropped, not merely hidden
+
+
+def last_put_expired(data: Path, sid: bytes) -> bool:
+    """Whether the last PUT of ``sid`` in the log has expired by the wall clock."""
+    from storekit.reference.cluster.wire import EXPIRY, expiry_millis
+
+    value = [
+        r.value for r in records.Scan((data / "log.0").read_bytes(), records.HEADER_SIZE) if r.sid == sid
+    ][-1]
+    return expiry_millis(value[EXPIRY]) < time.time() * 1000
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"persist": "x", "fsync": "sometimes"},
+            "setup(fsync='sometimes') is no fsync policy; choose one of 'always', 'everysec', 'no'",
+        ),
+        ({"fsync": "always"}, "setup(fsync='always') needs persist=PATH"),
+        ({"persist": ""}, "needs a non-empty str path"),
+    ],
+)
+def test_arguments_that_make_no_sense_are_refused(
+    clean_env: dict[str, str], kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError) as info:
+        cluster.setup(**kwargs)
+    assert message in str(info.value)
+
+
+def test_persist_takes_a_path_object_and_rejects_other_types(persisted: Path) -> None:
+    with pytest.raises(TypeError, match=r"takes a str or os\.PathLike"):
+        cluster.setup(persist=42)  # type: ignore[arg-type]
+    cluster.setup(persist=persisted, fsync="everysec")
+    ClusterStore().set("a", {"v": 1})
+    cluster.shutdown()
+    cluster.setup(persist=str(persisted))
+    assert ClusterStore().get("a") == {"v": 1}
+
+
+def test_without_persist_no_thread_and_no_file(clean_env: dict[str, str], tmp_path: Path) -> None:
+    with cluster.serving():
+        ClusterStore().set("a", {"v": 1})
+        names = {thread.name for thread in __import__("threading").enumerate()}
+        assert not any(
+            name.startswith(("storekit-cluster-compactor", "storekit-cluster-syncer")) for name in names
+        )
+        assert cluster.master._server is not None
+        assert cluster.master._server.journal is None
+
+
+# renew
+
+
+def test_renew_returns_the_session_with_the_new_cookie_and_renews_the_expiry(
+    clean_env: dict[str, str],
+) -> None:
+    with cluster.serving():
+        store = ClusterStore()
+        store.set("a", {"user": "ada", "cookie": expires_in(0.5)})
+        cookie = expires_in(3600)
+        assert store.renew("a", {"cookie": cookie, "user": "ignored"}) == {"user": "ada", "cookie": cookie}
+        assert store.get("a") == {"user": "ada", "cookie": cookie}
+        deadline = time.time() + 0.6
+        wait_until(lambda: time.time() > deadline)
+        assert store.get("a") == {"user": "ada", "cookie": cookie}  # the old expiry has passed
+
+
+def test_renew_of_unknown_destroyed_or_expired_sids_gives_none_and_creates_nothing(
+    clean_env: dict[str, str],
+) -> None:
+    with cluster.serving():
+        store = ClusterStore()
+        assert store.renew("unknown", {"cookie": expires_in(60)}) is None
+        store.set("gone", {"v": 1})
+        store.destroy("gone")
+        assert store.renew("gone", {"cookie": expires_in(60)}) is None
+        store.set("old", {"v": 1, "cookie": expires_in(0.2)})
+        wait_until(lambda: store.get("old") is None)
+        assert store.renew("old", {"cookie": expires_in(60)}) is None
+        assert store.length() == 0
+
+
+def test_renew_with_a_past_expiry_removes_the_session(clean_env: dict[str, str]) -> None:
+    with cluster.serving():
+        store = ClusterStore()
+        store.set("a", {"v": 1})
+        assert store.renew("a", {"cookie": expires_in(-1)}) is None
+        assert store.get("a") is None
+
+
+def test_renew_with_a_malformed_expires_raises_and_changes_nothing(clean_env: dict[str, str]) -> None:
+    with cluster.serving():
+        store = ClusterStore()
+        store.set("a", {"v": 1})
+        with pytest.raises(InvalidSessionData):
+            store.renew("a", {"cookie": {"expires": "next tuesday"}})
+        assert store.get("a") == {"v": 1}
+
+
+def test_async_renew(clean_env: dict[str, str]) -> None:
+    with cluster.serving():
+        ClusterStore().set("a", {"v": 1})
+        cookie = expires_in(60)
+
+        async def main() -> tuple[Any, Any]:
+            store = AsyncClusterStore()
+            return await store.renew("a", {"cookie": cookie}), await store.renew("b", {"cookie": cookie})
+
+        assert asyncio.run(main()) == ({"v": 1, "cookie": cookie}, None)
+
+
+def test_renew_is_replayed_like_a_touch(persisted: Path) -> None:
+    cluster.setup(persist=persisted)
+    store = ClusterStore()
+    store.set("a", {"v": 1, "cookie": expires_in(0.3)})
+    cookie = expires_in(3600)
+    store.renew("a", {"cookie": cookie})
+    cluster.shutdown()
+    deadline = time.time() + 0.4
+    wait_until(lambda: time.time() > deadline)
+    cluster.setup(persist=persisted)
+    assert ClusterStore().get("a") == {"v": 1, "cookie": cookie}
+
+
+def test_a_forked_child_does_not_hold_the_directory(persisted: Path) -> None:
+    cluster.setup(persist=persisted)
+    pid = os.fork()
+    if pid == 0:  # the child: its copies of the log and the lock are closed
+        os._exit(1 if list(persist._journals) else 0)
+    assert os.waitpid(pid, 0)[1] == 0
