@@ -205,6 +205,7 @@ def model_check(seed: int, address: Address, model: dict[str, dict[str, Any]]) -
                 assert store.replace(sid, session) == (sid in model and model[sid]["session"] is session)
         elif op in ("touch", "renew"):
             cookie = expires_in(7200)
+            before = model[sid]["session"] if live(sid) else None
             if live(sid):
                 model[sid]["session"] = {**model[sid]["session"], "cookie": cookie}
                 model[sid]["expires"] = now() + 7200
@@ -212,7 +213,7 @@ def model_check(seed: int, address: Address, model: dict[str, dict[str, Any]]) -
                 store.touch(sid, {"cookie": cookie})
             else:
                 got = store.renew(sid, {"cookie": cookie})
-                assert got == (model[sid]["session"] if live(sid) else None), f"step {step}: renew({sid})"
+                assert got == before, f"step {step}: renew({sid}) gives the session as it was before"
         elif op == "destroy":
             model.pop(sid, None)
             store.destroy(sid)
@@ -423,14 +424,16 @@ def test_without_persist_no_thread_and_no_file(clean_env: dict[str, str], tmp_pa
 # renew
 
 
-def test_renew_returns_the_session_with_the_new_cookie_and_renews_the_expiry(
+def test_renew_returns_the_session_as_it_was_and_renews_the_cookie_and_expiry(
     clean_env: dict[str, str],
 ) -> None:
+    """Contract renew.1: the caller gets the cookie stored before (a "remember me" lifetime)."""
     with cluster.serving():
         store = ClusterStore()
-        store.set("a", {"user": "ada", "cookie": expires_in(0.5)})
+        old = expires_in(0.5)
+        store.set("a", {"user": "ada", "cookie": old})
         cookie = expires_in(3600)
-        assert store.renew("a", {"cookie": cookie, "user": "ignored"}) == {"user": "ada", "cookie": cookie}
+        assert store.renew("a", {"cookie": cookie, "user": "ignored"}) == {"user": "ada", "cookie": old}
         assert store.get("a") == {"user": "ada", "cookie": cookie}
         deadline = time.time() + 0.6
         wait_until(lambda: time.time() > deadline)
@@ -472,13 +475,14 @@ def test_renew_with_a_malformed_expires_raises_and_changes_nothing(clean_env: di
 def test_async_renew(clean_env: dict[str, str]) -> None:
     with cluster.serving():
         ClusterStore().set("a", {"v": 1})
-        cookie = expires_in(60)
+        cookie = expires_in(60)  # the stored session has no cookie; renew gives it as it was
 
         async def main() -> tuple[Any, Any]:
             store = AsyncClusterStore()
             return await store.renew("a", {"cookie": cookie}), await store.renew("b", {"cookie": cookie})
 
-        assert asyncio.run(main()) == ({"v": 1, "cookie": cookie}, None)
+        assert asyncio.run(main()) == ({"v": 1}, None)
+        assert ClusterStore().get("a") == {"v": 1, "cookie": cookie}
 
 
 def test_renew_is_replayed_like_a_touch(persisted: Path) -> None:

@@ -190,8 +190,9 @@ class ClusterState:
         return renewed if isinstance(renewed, str) else None
 
     def renew(self, namespace: bytes, sid: bytes, value: bytes) -> bytes | str | None:
-        """:meth:`touch`, returning the renewed value as :meth:`get` would (None if
-        there was no live session, or ``value`` expires it), or the error message."""
+        """:meth:`touch`, returning the value as :meth:`get` would have just before it (contract
+        renew.1: the caller learns the session's own cookie), None if there was no live session
+        or ``value`` expires it, or the error message."""
         problem = value_problem(value)
         if problem is not None:
             return f"touch needs the JSON object {{'cookie': ...}}: {problem}"
@@ -210,13 +211,13 @@ class ClusterState:
             if self.log is not None:
                 self.log(DELETE, namespace, sid, b"")
             return None
-        renewed = space.entries[sid] = touched_value(expiry, entry, value[JSON])
+        space.entries[sid] = touched_value(expiry, entry, value[JSON])
         if self.log is not None:
             self.log(TOUCH, namespace, sid, value)
         if expiry != NEVER_BYTES:
             space.note(sid, expiry)
         space.sweep(now_ms, now, 16)
-        return renewed
+        return entry
 
     def length(self, namespace: bytes, budget: int = 1000) -> int | None:
         """The number of live sessions in ``namespace``; None if it first had to
