@@ -32,7 +32,7 @@ async def load_record(store: AsyncStore, sid: str, now: float, renew: dict[str, 
     if renew is None:
         record = await store.get(sid)
     else:
-        record = await store.renew(sid, {"cookie": renew})  # type: ignore[attr-defined]
+        record = await cast(SupportsAsyncRenew, store).renew(sid, {"cookie": renew})
     if not isinstance(record, dict):
         return record
     names = sorted(lifecycle.split_groups(record)[0])

@@ -19,9 +19,6 @@ from storekit.suite import SuiteCollector, SuitePlugin
 
 __all__ = ["HttpResults", "HttpSuitePlugin", "HttpTarget"]
 
-OPTIONAL = {"http.11": "outage", "http.13": "groups"}
-"""The clauses an app may declare it does not offer, by the feature that offers them."""
-
 
 class HttpTarget:
     """An app under test: the URL of its probe routes and, once read, its ``/features``."""
@@ -117,16 +114,3 @@ class HttpSuitePlugin(SuitePlugin):
 
     def header(self) -> list[str]:
         return [f"storekit: app {target.url} (probe protocol {HTTP_PROTOCOL})" for target in self.targets]
-
-    def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        """An optional clause the app declares it lacks is "not offered", before any request."""
-        marker = item.get_closest_marker("clause")
-        callspec = getattr(item, "callspec", None)
-        if marker is None or callspec is None or self.target_fixture not in callspec.params:
-            return
-        feature = OPTIONAL.get(str(marker.args[0]))
-        target = callspec.params[self.target_fixture]
-        if feature is not None and target.features is not None and not getattr(target.features, feature):
-            from storekit.conformance._support import Skip
-
-            raise Skip("not offered", f"the app declares no {feature} at /features")

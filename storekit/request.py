@@ -7,7 +7,7 @@ async shell awaits the same calls in the same order.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from storekit import groups as _groups
 from storekit import lifecycle
@@ -29,7 +29,7 @@ def load_record(store: Store, sid: str, now: float, renew: dict[str, Any] | None
     read and the touch in one round trip), and one more per group the session belongs to
     (its index). Raises what the store raises.
     """
-    record = store.get(sid) if renew is None else store.renew(sid, {"cookie": renew})  # type: ignore[attr-defined]
+    record = store.get(sid) if renew is None else cast(SupportsRenew, store).renew(sid, {"cookie": renew})
     if not isinstance(record, dict):
         return record  # None, or not a session (Session.from_record says so)
     names = sorted(lifecycle.split_groups(record)[0])

@@ -185,8 +185,9 @@ def read_user(browser: Browser) -> object:
 
 
 @contextmanager
-def running(work: Callable[[], Answer]) -> Iterator[list[Answer]]:
-    """Run ``work`` in a thread while the body runs; its answer is in the list afterwards."""
+def running(work: Callable[[], Answer], clause: str) -> Iterator[list[Answer]]:
+    """Run ``work`` in a thread while the body runs; its answer is in the list afterwards (a
+    request that does not answer fails ``clause``)."""
     out: list[Answer] = []
     errors: list[BaseException] = []
 
@@ -205,4 +206,4 @@ def running(work: Callable[[], Answer]) -> Iterator[list[Answer]]:
     if errors:
         raise errors[0]
     if not out:
-        fail("http", f"a request did not answer within {TIMEOUT + 5}s")
+        fail(clause, f"a slow request did not answer within {TIMEOUT + 5}s")

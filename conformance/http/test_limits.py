@@ -86,7 +86,7 @@ def test_two_concurrent_writes_of_different_keys(probe: Probe, request: pytest.F
     check(browser.write("base", "1").status == 200, "http.12", "/write failed")
     cookie = browser.cookie
     one, two = probe.browser(cookie), probe.browser(cookie)
-    with running(lambda: one.write("a", "1", delay=SLOW)) as first:
+    with running(lambda: one.write("a", "1", delay=SLOW), "http.12") as first:
         time.sleep(SLOW / 3)
         second = two.write("b", "2")
     check(

@@ -46,7 +46,7 @@ def _undone_by(probe: Probe, clause: str, slow_route: str) -> None:
         work = lambda: tab.write("cart", "3", delay=SLOW)  # noqa: E731
     else:
         work = lambda: tab.read(delay=SLOW)  # noqa: E731
-    with running(work) as done:
+    with running(work, clause) as done:
         time.sleep(SLOW / 3)  # the slow request has loaded the session
         out = browser.logout()
         check(out.status == 200, clause, f"/logout answered {out!r}")
