@@ -80,49 +80,44 @@ def _announce(host: str, port: int) -> None:
     print(f"listening on http://{shown}:{port}{PREFIX}", flush=True)
 
 
-def _sync_store(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> OutageStore:
+_STORE_CLASSES = {  # --store: the sync and the async class in storekit.reference
+    "memory": ("MemoryStore", "AsyncMemoryStore"),
+    "cluster": ("ClusterStore", "AsyncClusterStore"),
+    "redis": ("RedisStore", "AsyncRedisStore"),
+}
+
+
+def _reference_store(args: argparse.Namespace, cleanup: contextlib.ExitStack, *, asynchronous: bool) -> Any:
+    """The ``--store`` of ``args`` at storekit's default size limit, the cluster server started
+    for it (and stopped by ``cleanup``) when it is ClusterStore."""
+    import storekit.reference
+
     limit = DEFAULT_MAX_SESSION_BYTES
-    store: Any
     if args.store == "cluster":
         from storekit.reference import cluster
 
         cluster.setup(max_session_bytes=limit)
         cleanup.callback(cluster.shutdown)
-        store = cluster.ClusterStore(max_session_bytes=limit)
-        cleanup.callback(store.close)
-    elif args.store == "redis":
-        from storekit.reference import RedisStore
+    made = getattr(storekit.reference, _STORE_CLASSES[args.store][asynchronous])
+    where = (args.redis_url,) if args.store == "redis" else ()
+    return made(*where, max_session_bytes=limit)
 
-        store = RedisStore(args.redis_url, max_session_bytes=limit)
-        cleanup.callback(store.close)
-    else:
-        from storekit.reference import MemoryStore
 
-        store = MemoryStore(max_session_bytes=limit)
+def _sync_store(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> OutageStore:
+    store = _reference_store(args, cleanup, asynchronous=False)
+    close = getattr(store, "close", None)
+    if callable(close):
+        cleanup.callback(close)
     return OutageStore(store)
 
 
 def _async_store(
     args: argparse.Namespace, cleanup: contextlib.ExitStack, closers: list[Closer]
 ) -> AsyncOutageStore:
-    limit = DEFAULT_MAX_SESSION_BYTES
-    store: Any
-    if args.store == "cluster":
-        from storekit.reference import cluster
-
-        cluster.setup(max_session_bytes=limit)
-        cleanup.callback(cluster.shutdown)
-        store = cluster.AsyncClusterStore(max_session_bytes=limit)
-        closers.append(store.aclose)
-    elif args.store == "redis":
-        from storekit.reference import AsyncRedisStore
-
-        store = AsyncRedisStore(args.redis_url, max_session_bytes=limit)
-        closers.append(store.aclose)
-    else:
-        from storekit.reference import AsyncMemoryStore
-
-        store = AsyncMemoryStore(max_session_bytes=limit)
+    store = _reference_store(args, cleanup, asynchronous=True)
+    aclose = getattr(store, "aclose", None)
+    if callable(aclose):
+        closers.append(aclose)
     return AsyncOutageStore(store)
 
 
