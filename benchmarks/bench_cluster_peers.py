@@ -11,6 +11,7 @@ import resource
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -134,6 +135,86 @@ def redis_backend() -> Iterator[Backend]:
         server.wait()
 
 
+_STASH_CONF = """
+import pathlib
+
+bind = "127.0.0.1:0"
+workers = 1
+dirty_workers = 1
+dirty_apps = ["gunicorn.dirty.app:DirtyApp"]
+
+
+def on_dirty_starting(arbiter):
+    import os
+
+    pathlib.Path({out!r}).write_text(f"{{os.getpid()}} {{arbiter.socket_path}}")
+"""
+
+
+@contextmanager
+def stash_backend() -> Iterator[Backend]:
+    """gunicorn's dirty arbiter, started by a real gunicorn with one idle web
+    worker and one dirty worker; the table lives in the arbiter, whose
+    ``on_dirty_starting`` hook says where its socket is."""
+    from gunicorn.dirty.stash import StashClient
+
+    directory = tempfile.mkdtemp(prefix="bench-stash-")
+    out = os.path.join(directory, "arbiter")
+    conf = os.path.join(directory, "gunicorn.conf.py")
+    Path(conf).write_text(_STASH_CONF.format(out=out))
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            conf,
+            "--chdir",
+            os.path.dirname(os.path.abspath(__file__)),
+            "bench_sticky:hello",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (os.path.exists(out) and os.path.getsize(out)):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("gunicorn's dirty arbiter did not start")
+            time.sleep(0.05)
+        pid_text, path = Path(out).read_text().split(" ", 1)
+        while True:
+            try:
+                StashClient(path, timeout=5).ensure("sessions")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+        def client() -> Client:
+            table = StashClient(path, timeout=5).table("sessions")
+
+            def get(sid: str) -> Any:
+                text = table.get(sid)
+                return None if text is None else loads(text)
+
+            def set_(sid: str, session: Any) -> None:
+                table[sid] = dumps(session)
+
+            return get, set_
+
+        yield client, lambda: _cpu(int(pid_text))
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 @contextmanager
 def raw_backend() -> Iterator[Backend]:
     """A 4-byte length + body echo of the sizes ClusterStore moves: a get sends
@@ -195,11 +276,12 @@ def raw_backend() -> Iterator[Backend]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-ORDER = ["cluster", "manager", "redis", "raw"]
+ORDER = ["cluster", "manager", "redis", "stash", "raw"]
 BACKENDS = {
     "cluster": cluster_backend,
     "manager": manager_backend,
     "redis": redis_backend,
+    "stash": stash_backend,
     "raw": raw_backend,
 }
 

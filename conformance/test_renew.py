@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from storekit.codec import format_expires
+from storekit.conformance._lab import Lab, expiry, scenario
 from storekit.conformance._support import (
-    MARGIN,
     check,
     depends,
     expiring,
@@ -26,21 +26,19 @@ from storekit.conformance._support import (
     tidy,
 )
 from storekit.errors import InvalidSessionData
-from storekit.target import Target
 
 
 def _data(session: Any) -> Any:
     return None if not isinstance(session, dict) else {k: v for k, v in session.items() if k != "cookie"}
 
 
-@pytest.mark.clause("renew.1")
-def test_renew_returns_the_data_and_renews_the_expiry(storekit_store: Any, storekit_target: Target) -> None:
-    """renew.1: the stored session (data and cookie) comes back, and it outlives its old expiry."""
-    store = storekit_store
+@scenario()
+def renew_outlives_the_old_expiry(lab: Lab) -> None:
+    store = lab.store()
     require(store, "renew")
     sid = new_sid("rn1")
     try:
-        first = time.time() + 1.0
+        first = time.time() + lab.lead
         store.set(sid, {"n": 1, "items": [1, 2], "cookie": {"expires": format_expires(first)}})
         got = store.renew(sid, expiring(3600, n=999, items=[]))
         check(
@@ -48,7 +46,7 @@ def test_renew_returns_the_data_and_renews_the_expiry(storekit_store: Any, store
             "renew.1",
             f"renew returned {show(got)}, not the stored data",
         )
-        sleep_until(first + storekit_target.ttl_resolution + MARGIN)
+        sleep_until(first + lab.resolution)
         after = store.get(sid)
         check(
             after is not None, "renew.1", "the session expired at its old expiry although renew extended it"
@@ -62,21 +60,25 @@ def test_renew_returns_the_data_and_renews_the_expiry(storekit_store: Any, store
         tidy(store, sid)
 
 
-@pytest.mark.clause("renew.2")
-def test_renew_of_an_unknown_destroyed_or_expired_sid_gives_none(
-    storekit_store: Any, storekit_target: Target
-) -> None:
-    """renew.2: None, and nothing created."""
-    store = storekit_store
+@pytest.mark.clause("renew.1")
+@expiry(renew_outlives_the_old_expiry)
+def test_renew_returns_the_data_and_renews_the_expiry(storekit_lab: Any) -> None:
+    """renew.1: the stored session (data and cookie) comes back, and it outlives its old expiry."""
+    storekit_lab.replay(renew_outlives_the_old_expiry)
+
+
+@scenario()
+def renew_of_a_dead_sid(lab: Lab) -> None:
+    store = lab.store()
     require(store, "renew")
     unknown, destroyed, expired = new_sid("rn2"), new_sid("rn2"), new_sid("rn2")
     try:
         store.set(destroyed, expiring(3600, n=1))
         store.destroy(destroyed)
         depends(store.get(destroyed) is None, "destroy.1", "get after destroy returned the session")
-        ends = time.time() + 1.0
+        ends = time.time() + lab.lead
         store.set(expired, {"n": 1, "cookie": {"expires": format_expires(ends)}})
-        sleep_until(ends + storekit_target.ttl_resolution + MARGIN)
+        sleep_until(ends + lab.resolution)
         depends(store.get(expired) is None, "ttl.2", "the session did not expire")
         for label, sid in (("unknown", unknown), ("destroyed", destroyed), ("expired", expired)):
             got = store.renew(sid, expiring(3600, n=2))
@@ -86,6 +88,13 @@ def test_renew_of_an_unknown_destroyed_or_expired_sid_gives_none(
             )
     finally:
         tidy(store, unknown, destroyed, expired)
+
+
+@pytest.mark.clause("renew.2")
+@expiry(renew_of_a_dead_sid)
+def test_renew_of_an_unknown_destroyed_or_expired_sid_gives_none(storekit_lab: Any) -> None:
+    """renew.2: None, and nothing created."""
+    storekit_lab.replay(renew_of_a_dead_sid)
 
 
 @pytest.mark.clause("renew.3")

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from storekit.codec import format_expires
+from storekit.conformance._lab import Lab, expiry, scenario
 from storekit.conformance._processes import Pool, WorkerError
 from storekit.conformance._support import (
-    MARGIN,
     AsyncStoreFacade,
     Stores,
     check,
@@ -32,7 +32,6 @@ from storekit.conformance._support import (
 from storekit.conformance.linearizability import check_history
 from storekit.conformance.test_threads import TASK_SIDS, TASKS, THREADS, Recorder, _run_tasks, _run_threads
 from storekit.errors import InvalidSessionData
-from storekit.target import Target
 
 MIX = {"get": 30, "replace": 40, "destroy": 12, "set": 13}
 """The calls of the concurrent clauses, in their shares: mostly replaces racing destroys,
@@ -48,11 +47,9 @@ def _replace(store: Any, sid: str, session: Any, clause: str) -> bool:
     return bool(result)
 
 
-@pytest.mark.clause("replace.1")
-def test_replace_writes_a_live_session_and_nothing_else(storekit_store: Any, storekit_target: Target) -> None:
-    """replace.1: on a live session, replace is set (whole, not merged) and returns True;
-    on an unknown, destroyed or expired sid it stores nothing and returns False."""
-    store = storekit_store
+@scenario()
+def replace_lands_only_on_a_live_session(lab: Lab) -> None:
+    store = lab.store()
     require(store, "replace")
     live, unknown, destroyed, expired = (new_sid("rp1") for _ in range(4))
     try:
@@ -83,9 +80,9 @@ def test_replace_writes_a_live_session_and_nothing_else(storekit_store: Any, sto
             "replace.1",
             "replace of a destroyed sid returned True",
         )
-        expires = time.time() + 1.0
+        expires = time.time() + lab.lead
         store.set(expired, {"a": 1, "cookie": {"expires": format_expires(expires)}})
-        sleep_until(expires + storekit_target.ttl_resolution + MARGIN)
+        sleep_until(expires + lab.resolution)
         depends(store.get(expired) is None, "ttl.2", "the session did not expire")
         check(
             not _replace(store, expired, expiring(3600, a=2), "replace.1"),
@@ -97,6 +94,14 @@ def test_replace_writes_a_live_session_and_nothing_else(storekit_store: Any, sto
             check(got is None, "replace.1", f"replace of an {label} sid {sid!r} stored {show(got)}")
     finally:
         tidy(store, live, unknown, destroyed, expired)
+
+
+@pytest.mark.clause("replace.1")
+@expiry(replace_lands_only_on_a_live_session)
+def test_replace_writes_a_live_session_and_nothing_else(storekit_lab: Any) -> None:
+    """replace.1: on a live session, replace is set (whole, not merged) and returns True;
+    on an unknown, destroyed or expired sid it stores nothing and returns False."""
+    storekit_lab.replay(replace_lands_only_on_a_live_session)
 
 
 @pytest.mark.clause("replace.2")
@@ -144,17 +149,16 @@ def test_replace_refuses_what_set_refuses_and_changes_nothing(storekit_store: An
         tidy(store, sid, absent)
 
 
-@pytest.mark.clause("replace.3")
-def test_replace_sets_the_new_expiry(storekit_store: Any, storekit_target: Target) -> None:
-    """replace.3: the expiry is the new session's; an expiry at or before now removes the live session."""
-    store = storekit_store
+@scenario()
+def replace_sets_the_new_expiry(lab: Lab) -> None:
+    store = lab.store()
     require(store, "replace")
     shorter, gone = new_sid("rp3"), new_sid("rp3")
     try:
         store.set(shorter, expiring(3600, n=1))
-        expires = time.time() + 1.0
+        expires = time.time() + lab.lead
         _replace(store, shorter, {"n": 2, "cookie": {"expires": format_expires(expires)}}, "replace.3")
-        sleep_until(expires + storekit_target.ttl_resolution + MARGIN)
+        sleep_until(expires + lab.resolution)
         got = store.get(shorter)
         check(got is None, "replace.3", f"a replace with an expiry 1 s away left {show(got)} after it")
         store.set(gone, expiring(3600, n=1))
@@ -164,6 +168,13 @@ def test_replace_sets_the_new_expiry(storekit_store: Any, storekit_target: Targe
         check(got is None, "replace.3", f"replace with a past expiry left {show(got)}")
     finally:
         tidy(store, shorter, gone)
+
+
+@pytest.mark.clause("replace.3")
+@expiry(replace_sets_the_new_expiry)
+def test_replace_sets_the_new_expiry(storekit_lab: Any) -> None:
+    """replace.3: the expiry is the new session's; an expiry at or before now removes the live session."""
+    storekit_lab.replay(replace_sets_the_new_expiry)
 
 
 @pytest.mark.clause("replace.4")

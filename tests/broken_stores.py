@@ -18,7 +18,7 @@ import threading
 import time
 import unicodedata
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, ClassVar
 
 from storekit import InvalidSessionData, Target
 from storekit.codec import check_sid, encode_session, session_expiry
@@ -499,14 +499,17 @@ class SqliteStore:
 
     The table name is written into the SQL as it is, as stores that keep one
     table per namespace do; a namespace that is not a plain identifier breaks it.
-    ``close()`` closes the connection if the store opened it.
+    ``close()`` closes the connection if the store opened it. Stores that
+    share a connection share its transaction, so they share one lock too.
     """
+
+    _locks: ClassVar[dict[int, threading.Lock]] = {}
 
     def __init__(self, connection: sqlite3.Connection | None = None, table: str = "sessions") -> None:
         self._owned = connection is None
         self._db = connection or sqlite3.connect(":memory:", check_same_thread=False)
         self._table = table
-        self._lock = threading.Lock()
+        self._lock = self._locks.setdefault(id(self._db), threading.Lock())
         with self._lock, self._db:
             self._db.execute(
                 f"CREATE TABLE IF NOT EXISTS {table} (sid TEXT PRIMARY KEY, data TEXT, expires REAL)"

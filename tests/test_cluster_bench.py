@@ -18,17 +18,28 @@ import bench_cluster  # noqa: E402
 def test_benchmark_runs_and_writes_its_section(tmp_path: Path) -> None:
     target = tmp_path / "benchmarks.md"
     target.write_text("# Benchmarks\n\n## ClusterStore\n\nold figures\n\n## Other\n\nkept\n")
-    argv = ["--seconds", "0.2", "--rounds", "1", "--workers", "1,4", "--backends", "cluster,manager,raw"]
+    argv = [
+        "--seconds",
+        "0.2",
+        "--rounds",
+        "1",
+        "--workers",
+        "1,4",
+        "--backends",
+        "cluster,manager,stash,raw",
+    ]
     argv += ["--sessions", "2000", "--write", str(target)]
     assert bench_cluster.main(argv) == 0
     text = target.read_text()
     assert "old figures" not in text
     assert "## Other\n\nkept\n" in text
-    for backend in ("cluster", "manager", "raw"):
+    for backend in ("cluster", "manager", "stash", "raw"):
         for op in ("get", "set"):
             assert f"| {backend} | {op} | 4 |" in text
     assert "- set, 4 workers: " in text
     assert " times Manager().dict()'s throughput (target >= 1.5x)" in text
+    assert " times dirty.stash's throughput; CPU per operation" in text
+    assert " times the raw round trip's throughput (target >= 0.6x)" in text
     assert "- get, 1 worker: p50 " in text
     assert "Memory: a fresh master holding 2,000 live sessions" in text
     assert "Peers' JSON: the standard library's json" in text
