@@ -232,7 +232,8 @@ def report(
         "Each cell is the median (by ops/s) of the rounds, the backends taking turns in every round.",
         "CPU columns: CPU time per operation while timing, of the worker processes and of the server",
         "(the benchmark's process, which runs the cluster and raw servers; the manager process;",
-        "redis-server). Workers connect and write their sessions first, then start timing together.",
+        "redis-server; gunicorn's dirty arbiter). Workers connect and write their sessions first,",
+        "then start timing together.",
         "",
         "| backend | op | workers | ops/s (all workers) | p50 µs | p99 µs | client CPU µs/op "
         "| server CPU µs/op |",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -75,3 +77,31 @@ def test_a_worker_that_fails_before_it_is_ready_fails_the_benchmark_without_a_ha
 
     with pytest.raises(RuntimeError, match="get worker failed"):
         bench_cluster.measure((make, lambda: 0.0), "get", 2, 0.1)
+
+
+def test_the_node_original_runs_beside_clusterstore(tmp_path: Path) -> None:
+    import bench_cluster_node
+
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed: apt-get install nodejs npm")
+    env = bench_cluster_node.node_env()
+    loads = subprocess.run(
+        ["node", "-e", "require('express-session'); require('strong-cluster-connect-store')"],
+        env=env,
+        capture_output=True,
+        timeout=30,
+    )
+    if loads.returncode != 0:
+        pytest.skip(
+            "strong-cluster-connect-store is not installed for node: run 'npm install --prefix "
+            "~/.cache/storekit-node express-session@1.18 strong-cluster-connect-store@1'"
+        )
+    target = tmp_path / "benchmarks.md"
+    assert bench_cluster_node.main(["--seconds", "0.3", "--rounds", "1", "--write", str(target)]) == 0
+    text = target.read_text()
+    assert "## ClusterStore against strong-cluster-connect-store\n" in text
+    for store in ("ClusterStore", "strong-cluster-connect-store"):
+        for op in ("get", "set"):
+            assert f"| {store} | {op} | " in text
+    assert "- set, 4 workers: ClusterStore serves " in text
+    assert "strong-cluster-connect-store 1." in text
