@@ -160,7 +160,12 @@ def replace_sets_the_new_expiry(lab: Lab) -> None:
         _replace(store, shorter, {"n": 2, "cookie": {"expires": format_expires(expires)}}, "replace.3")
         sleep_until(expires + lab.resolution)
         got = store.get(shorter)
-        check(got is None, "replace.3", f"a replace with an expiry 1 s away left {show(got)} after it")
+        check(
+            got is None,
+            "replace.3",
+            f"a replace with an expiry {lab.lead:g} s away left {show(got)} "
+            f"{lab.resolution:g} s past that expiry",
+        )
         store.set(gone, expiring(3600, n=1))
         removed = _replace(store, gone, expiring(-1, n=2), "replace.3")
         check(removed, "replace.3", "replace with a past expiry of a live session returned False")
