@@ -267,12 +267,10 @@ class Aliasing(DictStore):
     """get hands out the stored object itself."""
 
     def get(self, sid: str) -> Any:
-        found = super().get(sid)
-        if found is None:
-            return None
-        with self._lock:
+        with self._lock:  # one step (the lock is re-entrant): a set between two would be undone
+            found = super().get(sid)
             entry = self._data.get(self._key(sid))
-            if entry is None:  # destroyed since the lookup above
+            if found is None or entry is None:
                 return None
             if not isinstance(entry[0], dict):
                 entry = self._data[self._key(sid)] = (found, entry[1])
