@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
@@ -17,6 +18,7 @@ from helpers import wait_until
 from storekit.reference.sticky import StickyServer, StickyServerError, whoami
 from storekit.reference.sticky.bpf import kernel_supported
 from storekit.reference.sticky.routing import slot_for_key
+from storekit.reference.sticky.sockets import Config, open_sockets
 from storekit.reference.sticky.worker import HandoffListener
 from storekit.testing.http_client import Reply, loopback_sources, process_alive, request
 
@@ -317,3 +319,45 @@ def test_a_replacement_that_cannot_boot_is_retried_while_the_others_serve(tmp_pa
         new = server.wait_replaced(0, old, timeout=15)  # backoff is capped at 5s
         source = next(s for s in loopback_sources(16) if server.slot_for(s) == 0)
         assert served_by(server, source) == (0, new)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_accepted_connections_send_small_writes_at_once(mode: str) -> None:
+    """A response written in two parts (head, then body) must not wait for the client's delayed
+    ACK (Nagle's algorithm: 40 ms per request on Linux). The listeners are TCP by their proto and
+    carry TCP_NODELAY, so the connections accepted from them have it, and asyncio, which sets it
+    only on sockets whose proto is IPPROTO_TCP, finds them TCP too."""
+    config = Config(app=lambda: None, factory=False, workers=2, routing="ip-hash", mode=mode, seed=0)  # type: ignore[arg-type]
+    listeners = open_sockets("127.0.0.1", 0, config)
+    seen: list[tuple[int, int]] = []
+
+    class Record(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            sock = transport.get_extra_info("socket")
+            seen.append((sock.proto, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+            transport.close()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        servers = [await loop.create_server(Record, sock=listener) for listener in listeners]
+        port = listeners[0].getsockname()[1]
+        for source in loopback_sources(4):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+            writer.close()
+        await wait_until_async(lambda: len(seen) == 4)
+        for server in servers:
+            server.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        for listener in listeners:
+            listener.close()
+    assert seen == [(socket.IPPROTO_TCP, 1)] * 4
+
+
+async def wait_until_async(ready: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)

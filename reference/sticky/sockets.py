@@ -55,8 +55,11 @@ def open_sockets(host: str, port: int, config: Config, backlog: int = 1024) -> l
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            # IPPROTO_TCP, not 0: the connections accepted from it carry it, and asyncio
+            # sets TCP_NODELAY only on sockets whose proto says TCP (its _set_nodelay).
+            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             sockets.append(sock)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # Linux passes it to them too
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if config.mode == "kernel":
                 _steer(sock.setsockopt, socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
