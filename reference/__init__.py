@@ -20,7 +20,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from storekit.reference.cluster import AsyncClusterStore, ClusterStore, cluster_target
+    from storekit.reference.cluster import (
+        AsyncClusterStore,
+        ClusterStore,
+        cluster_async_target,
+        cluster_target,
+    )
     from storekit.reference.memory import AsyncMemoryStore, MemoryStore
     from storekit.reference.redis import (
         AsyncRedisStore,
@@ -40,6 +45,7 @@ _WHERE = {
     "RedisStore": "redis",
     "StickyServer": "sticky",
     "StickyServerError": "sticky",
+    "cluster_async_target": "cluster",
     "cluster_target": "cluster",
     "redis_async_target": "redis",
     "redis_cluster_target": "redis",
@@ -55,6 +61,7 @@ __all__ = [
     "RedisStore",
     "StickyServer",
     "StickyServerError",
+    "cluster_async_target",
     "cluster_target",
     "redis_async_target",
     "redis_cluster_target",

@@ -11,6 +11,7 @@ REFERENCE_TARGETS = [
     "storekit.reference:MemoryStore",
     "storekit.reference:AsyncMemoryStore",
     "storekit.reference:cluster_target",
+    "storekit.reference:cluster_async_target",
 ]
 """What ``storekit check`` verifies when no target is named."""
 

@@ -19,7 +19,12 @@ def test_check_without_targets_verifies_the_reference_stores(tmp_path: Path) -> 
     assert result.returncode == 0, result.stdout[-3000:]
     report = json.loads((tmp_path / "r.json").read_text())
     levels = {t["name"]: t["level"] for t in report["targets"]}
-    assert levels == {"MemoryStore": "full", "AsyncMemoryStore": "full", "ClusterStore": "sticky"}
+    assert levels == {
+        "MemoryStore": "full",
+        "AsyncMemoryStore": "full",
+        "ClusterStore": "sticky",
+        "AsyncClusterStore": "sticky",
+    }
     assert (tmp_path / "b.svg").exists()
     assert "MemoryStore: level full" in result.stdout
 

@@ -228,10 +228,10 @@ def test_hello_under_storekit_serve_needs_no_setup(workdir: Path) -> None:
 
 
 def test_the_documented_suite_command_reaches_level_shared_or_above(tmp_path: Path) -> None:
-    """The first command of docs/cluster.md: the whole suite against cluster_target."""
+    """The first command of docs/cluster.md: the whole suite against cluster_target and its async twin."""
     import storekit.reference
 
-    command = re.search(r"```\n(pytest --storekit=\S+)\n```", DOC.read_text())
+    command = re.search(r"```\n(pytest(?: --storekit=\S+)+)\n```", DOC.read_text())
     assert command is not None
     if not hasattr(storekit.reference, "cluster_target"):
         pytest.skip("storekit.reference does not export cluster_target yet")
@@ -254,7 +254,9 @@ def test_the_documented_suite_command_reaches_level_shared_or_above(tmp_path: Pa
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:]
-    assert json.loads(report.read_text())["targets"][0]["level"] in ("shared", "sticky")
+    targets = json.loads(report.read_text())["targets"]
+    assert [t["name"] for t in targets] == ["ClusterStore", "AsyncClusterStore"]
+    assert all(t["level"] in ("shared", "sticky") for t in targets), targets
 
 
 def _anchors(path: Path) -> set[str]:

@@ -15,6 +15,7 @@ PUBLIC_PATHS = [
     "storekit.reference:ClusterStore",
     "storekit.reference:AsyncClusterStore",
     "storekit.reference:cluster_target",
+    "storekit.reference:cluster_async_target",
     "storekit.reference:RedisStore",
     "storekit.reference:AsyncRedisStore",
     "storekit.reference:redis_target",

@@ -13,7 +13,14 @@ See docs/cluster.md.
 from storekit.reference.cluster.aio import AsyncClusterStore
 from storekit.reference.cluster.client import ClusterStore
 from storekit.reference.cluster.common import ENV_KEY, ENV_SOCKET, Address
-from storekit.reference.cluster.master import cluster_target, outage, serving, setup, shutdown
+from storekit.reference.cluster.master import (
+    cluster_async_target,
+    cluster_target,
+    outage,
+    serving,
+    setup,
+    shutdown,
+)
 
 __all__ = [
     "ENV_KEY",
@@ -21,6 +28,7 @@ __all__ = [
     "Address",
     "AsyncClusterStore",
     "ClusterStore",
+    "cluster_async_target",
     "cluster_target",
     "outage",
     "serving",

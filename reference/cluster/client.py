@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import time
@@ -28,6 +29,8 @@ class ClusterStore(ClientBase):
     master cannot be reached. ``namespace`` keeps this store's sessions apart
     from other namespaces on the same server.
     """
+
+    _idle: list[_Conn]  # this process's idle connections
 
     def get(self, sid: str) -> Session | None:
         return Requests.session(self._call(self.requests.get(sid)))
@@ -58,7 +61,17 @@ class ClusterStore(ClientBase):
 
     def close(self) -> None:
         """Close this process's idle connections; the store reconnects when used again."""
-        self._close_idle()
+        self._forget()
+
+    def _forget(self) -> None:
+        idle: list[_Conn] = getattr(self, "_idle", [])  # none before __init__'s call
+        self._idle = []
+        for conn in idle:
+            conn.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self._forget()
 
     def _call(self, frame: bytes) -> bytes:
         self._drop_inherited()

@@ -11,7 +11,6 @@ cannot use, the handshake's failures included.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import time
@@ -265,8 +264,8 @@ _Client = TypeVar("_Client", bound="ClientBase")
 
 class ClientBase:
     """What ClusterStore and AsyncClusterStore share: their arguments, their
-    namespace and address, and the pool of idle connections that a forked
-    child must not use (they belong to its parent)."""
+    namespace and address, and noticing, in a forked child, that the
+    connections it holds are its parent's (``_forget`` them, and open its own)."""
 
     def __init__(
         self,
@@ -281,8 +280,8 @@ class ClientBase:
         self.requests = Requests(namespace, default_ttl, max_session_bytes, clock)
         self.address = address or address_from_env()
         self.timeout = timeout
-        self._idle: list[Any] = []  # connections, each with a close()
         self._generation = _forks
+        self._forget()  # none yet: this makes the subclass's empty containers
 
     @property
     def name(self) -> str:
@@ -304,21 +303,15 @@ class ClientBase:
         return f"{type(self).__name__}(namespace={self.name!r}, address={self.address!r})"
 
     def _drop_inherited(self) -> None:
-        """In a forked child, forget the parent's connections (closing our copies)."""
+        """In a forked child, forget the parent's connections."""
         if self._generation != _forks:
-            for conn in self._idle:
-                conn.close()
-            self._idle, self._generation = [], _forks
+            self._generation = _forks
+            self._forget()
 
-    def _close_idle(self) -> None:
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
-
-    def __del__(self) -> None:
-        for conn in getattr(self, "_idle", ()):  # absent if __init__ raised
-            with contextlib.suppress(Exception):
-                conn.close()
+    def _forget(self) -> None:
+        """Close this process's copies of the store's sockets, sending nothing on them,
+        and hold none; the next operation connects again."""
+        raise NotImplementedError
 
 
 _forks = 0  # bumped in every forked child, so a store notices it was inherited

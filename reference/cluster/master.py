@@ -46,6 +46,7 @@ from collections.abc import Iterator
 
 from storekit.codec import DEFAULT_MAX_SESSION_BYTES
 from storekit.errors import StoreError
+from storekit.reference.cluster.aio import AsyncClusterStore
 from storekit.reference.cluster.client import ClusterStore
 from storekit.reference.cluster.common import ENV_KEY, ENV_SOCKET, Address, address_from_env
 from storekit.reference.cluster.persist import Journal, check_options
@@ -54,6 +55,7 @@ from storekit.reference.cluster.state import ClusterState
 from storekit.target import Target
 
 __all__ = [
+    "cluster_async_target",
     "cluster_target",
     "outage",
     "serving",
@@ -336,5 +338,16 @@ cluster_target = Target(
     # clock every process reads; what remains is the time a request waits for
     # the server thread, well under 0.25 s even on a loaded machine.
     ttl_resolution=0.25,
+    outage=outage,
+)
+
+
+cluster_async_target = Target(
+    AsyncClusterStore,
+    name="AsyncClusterStore",
+    shared=True,
+    serve=serving,
+    namespaced=lambda namespace: AsyncClusterStore(namespace=namespace),
+    ttl_resolution=0.25,  # as for cluster_target
     outage=outage,
 )

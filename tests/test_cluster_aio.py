@@ -1,0 +1,253 @@
+"""AsyncClusterStore's shared connection: the tasks of an event loop pipeline their requests on one
+socket, and every reply reaches the request it answers, whatever is cancelled, slow or broken.
+
+The server is a real ClusterServer in this process; holding its lock (what every operation
+takes) is how a test makes it slow without faking it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from helpers import wait_until
+
+from storekit.errors import StoreUnavailable
+from storekit.reference.cluster import Address, AsyncClusterStore, wire
+from storekit.reference.cluster.handshake import ServerHandshake
+from storekit.reference.cluster.server import ClusterServer
+from storekit.reference.cluster.state import ClusterState
+
+
+@pytest.fixture
+def server() -> Iterator[ClusterServer]:
+    directory = tempfile.mkdtemp(prefix="storekit-test-", dir="/tmp")
+    srv = ClusterServer(
+        os.path.join(directory, "sock"), os.urandom(32), state=ClusterState(max_session_bytes=1 << 20)
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+    shutil.rmtree(directory)
+
+
+def store_of(server: ClusterServer, timeout: float = 2.0) -> AsyncClusterStore:
+    return AsyncClusterStore(address=Address(server.path, server.secret), timeout=timeout)
+
+
+def test_the_tasks_of_a_loop_share_one_connection_and_each_gets_its_own_reply(server: ClusterServer) -> None:
+    store = store_of(server)
+
+    async def main() -> list[object]:
+        await asyncio.gather(*(store.set(f"s{i}", {"i": i}) for i in range(64)))
+        got = await asyncio.gather(*(store.get(f"s{i}") for i in reversed(range(64))))
+        hot = server.connections
+        return [*got, hot, await store.length(), server.connections]
+
+    *got, hot, length, both = asyncio.run(main())
+    assert got == [{"i": i} for i in reversed(range(64))]
+    assert (hot, length, both) == (1, 64, 2)  # the second carries length, clear and all
+
+
+def test_a_cancelled_request_leaves_the_next_replies_to_their_own_requests(server: ClusterServer) -> None:
+    store = store_of(server)
+
+    async def main() -> tuple[object, object, object]:
+        await store.set("a", {"v": "a"})
+        await store.set("b", {"v": "b"})
+        with server._lock:  # the server reads both requests and waits
+            first = asyncio.ensure_future(store.get("a"))
+            second = asyncio.ensure_future(store.get("b"))
+            await asyncio.sleep(0.05)
+            first.cancel()
+            await asyncio.sleep(0)
+        return await second, await store.get("a"), first.cancelled()
+
+    assert asyncio.run(main()) == ({"v": "b"}, {"v": "a"}, True)
+
+
+def test_a_server_that_stops_answering_fails_every_waiting_request_and_the_next_connects_again(
+    server: ClusterServer,
+) -> None:
+    store = store_of(server, timeout=0.5)
+
+    async def main() -> tuple[list[BaseException | object], float, object]:
+        await store.set("a", {"v": 1})
+        started = time.monotonic()
+        with server._lock:
+            got = await asyncio.gather(*(store.get("a") for _ in range(10)), return_exceptions=True)
+        took = time.monotonic() - started
+        return got, took, await store.get("a")
+
+    got, took, after = asyncio.run(main())
+    assert all(isinstance(e, StoreUnavailable) for e in got), got
+    assert "did not answer within 0.5s" in str(got[0])
+    assert took < 5.0  # within the timeout, not a hang (a generous bound on a loaded machine)
+    assert after == {"v": 1}
+    wait_until(lambda: server.connections == 1, timeout=5.0)  # the timed-out connection is gone
+
+
+def test_a_mebibyte_session_written_in_pieces_keeps_the_requests_behind_it_in_order(
+    server: ClusterServer,
+) -> None:
+    """The socket takes part of the big set while the server is held; the small requests after it
+    wait in the outbox, and every one is answered with its own reply."""
+    store = store_of(server, timeout=10.0)
+    big = {"blob": "x" * 900_000}
+
+    async def main() -> list[object]:
+        with server._lock:
+            calls = [store.set("big", big)]
+            calls += [store.set(f"s{i}", {"i": i}) for i in range(100)]
+            calls += [store.get(f"s{i}") for i in range(100)]
+            calls += [store.get("big")]
+            tasks = [asyncio.ensure_future(c) for c in calls]
+            await asyncio.sleep(0.1)
+        return list(await asyncio.gather(*tasks))
+
+    results = asyncio.run(main())
+    assert results[:101] == [None] * 101
+    assert results[101:201] == [{"i": i} for i in range(100)]
+    assert results[201] == big
+
+
+def test_a_broken_connection_is_asked_again_on_a_new_one(server: ClusterServer) -> None:
+    store = store_of(server)
+
+    async def main() -> tuple[object, object]:
+        await store.set("a", {"v": 1})
+        for sock in list(server._workers) + list(server._parked):  # the server side hangs up
+            sock.shutdown(socket.SHUT_RDWR)
+        await asyncio.sleep(0.05)
+        return await store.get("a"), await store.get("a")
+
+    assert asyncio.run(main()) == ({"v": 1}, {"v": 1})
+
+
+def test_one_store_serves_loops_in_turn_and_loops_in_two_threads_at_once(server: ClusterServer) -> None:
+    store = store_of(server)
+    for i in range(3):  # asyncio.run per call: each loop gets a connection; a closed loop's is closed
+        asyncio.run(store.set(f"turn{i}", {"i": i}))
+    assert asyncio.run(store.get("turn0")) == {"i": 0}
+    wait_until(lambda: server.connections <= 2, timeout=5.0)
+    errors: list[BaseException] = []
+
+    def run(name: str) -> None:
+        async def main() -> None:
+            await asyncio.gather(*(store.set(f"{name}{i}", {"i": i}) for i in range(100)))
+            got = await asyncio.gather(*(store.get(f"{name}{i}") for i in range(100)))
+            assert got == [{"i": i} for i in range(100)]
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("x", "y")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+
+
+def _child(store: AsyncClusterStore, out: multiprocessing.queues.SimpleQueue[object]) -> None:
+    out.put(asyncio.run(store.get("a")))
+
+
+def test_a_forked_child_connects_on_its_own_and_leaves_the_parents_loop_alone(server: ClusterServer) -> None:
+    """The child inherits the parent's live loop and its epoll: it closes its copies of the
+    sockets without touching either, and the parent's connection goes on serving."""
+    store = store_of(server)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(store.set("a", {"v": 1}))
+        context = multiprocessing.get_context("fork")
+        out = context.SimpleQueue()
+        child = context.Process(target=_child, args=(store, out))
+        child.start()
+        child.join(30)
+        assert child.exitcode == 0
+        assert out.get() == {"v": 1}
+
+        async def gets() -> list[object]:
+            return list(await asyncio.gather(*(store.get("a") for _ in range(8))))
+
+        assert loop.run_until_complete(gets()) == [{"v": 1}] * 8
+        wait_until(lambda: server.connections == 1, timeout=5.0)  # the child's closed, the parent's serving
+    finally:
+        loop.close()
+
+
+@contextlib.contextmanager
+def answers_twice(directory: str, secret: bytes) -> Iterator[tuple[str, threading.Event]]:
+    """A server that completes the handshake, then answers every request with two FOUND replies;
+    the event is set when the client hangs up."""
+    path = os.path.join(directory, "twice")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+    hung_up = threading.Event()
+    held: list[socket.socket] = []
+
+    def serve(conn: socket.socket) -> None:
+        handshake = ServerHandshake(secret)
+        conn.sendall(handshake.greeting)
+        welcome = None
+        while welcome is None:
+            welcome = handshake.receive(conn.recv(4096))
+        conn.sendall(welcome)
+        pending = bytearray(handshake.leftover)
+        reply = wire.found_frame(wire.NEVER_BYTES + b'{"v":1}')
+        while True:
+            while wire.take_frame(pending, 1 << 20) is not None:
+                conn.sendall(reply + reply)
+            data = conn.recv(4096)
+            if not data:
+                hung_up.set()
+                return
+            pending += data
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            held.append(conn)
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield path, hung_up
+    finally:
+        for sock in [listener, *held]:
+            sock.close()
+
+
+def test_a_reply_that_no_request_asked_for_closes_the_connection() -> None:
+    directory = tempfile.mkdtemp(prefix="storekit-test-", dir="/tmp")
+    secret = os.urandom(32)
+    try:
+        with answers_twice(directory, secret) as (path, hung_up):
+            store = AsyncClusterStore(address=Address(path, secret), timeout=1.0)
+
+            async def main() -> tuple[object, bool]:
+                got = await store.get("a")
+                deadline = time.monotonic() + 5.0
+                while not hung_up.is_set() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)  # the loop reads the second reply and hangs up
+                return got, hung_up.is_set()
+
+            assert asyncio.run(main()) == ({"v": 1}, True)
+    finally:
+        shutil.rmtree(directory)
