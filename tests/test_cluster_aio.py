@@ -21,8 +21,8 @@ from collections.abc import Iterator
 import pytest
 from helpers import wait_until
 
-from storekit.errors import StoreUnavailable
-from storekit.reference.cluster import Address, AsyncClusterStore, wire
+from storekit.errors import InvalidSessionData, StoreUnavailable
+from storekit.reference.cluster import Address, AsyncClusterStore, ClusterStore, wire
 from storekit.reference.cluster.handshake import ServerHandshake
 from storekit.reference.cluster.server import ClusterServer
 from storekit.reference.cluster.state import ClusterState
@@ -251,3 +251,51 @@ def test_a_reply_that_no_request_asked_for_closes_the_connection() -> None:
             assert asyncio.run(main()) == ({"v": 1}, True)
     finally:
         shutil.rmtree(directory)
+
+
+@pytest.fixture
+def small_server() -> Iterator[ClusterServer]:
+    """A server that keeps sessions of at most 64 KiB, for clients that allow 1 MiB."""
+    directory = tempfile.mkdtemp(prefix="storekit-test-", dir="/tmp")
+    srv = ClusterServer(
+        os.path.join(directory, "sock"), os.urandom(32), state=ClusterState(max_session_bytes=1 << 16)
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+    shutil.rmtree(directory)
+
+
+def test_a_request_over_the_servers_limit_fails_alone_and_the_connection_lives_on(
+    small_server: ClusterServer,
+) -> None:
+    """A client allowing more than the master's max_session_bytes sends a request the server will
+    not read: it is refused with an error naming the setting, its bytes are skipped, and the
+    requests pipelined around it on the same connection are answered, each exactly once."""
+    address = Address(small_server.path, small_server.secret)
+    store = AsyncClusterStore(address=address, max_session_bytes=1 << 20)
+    big = {"blob": "x" * 300_000}
+
+    async def main() -> list[object]:
+        await store.set("a", {"v": 1})
+        with small_server._lock:  # so that all of them are in the server's buffer together
+            calls = [store.set(f"s{i}", {"i": i}) for i in range(30)]
+            calls += [store.set("big", big)]
+            calls += [store.get("a") for _ in range(30)]
+            tasks = [asyncio.ensure_future(call) for call in calls]
+            await asyncio.sleep(0.1)
+        return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+    results = asyncio.run(main())
+    assert results[:30] == [None] * 30
+    assert isinstance(results[30], InvalidSessionData), results[30]
+    assert "exceeds the cluster server's limit" in str(results[30])
+    assert "raise max_session_bytes in setup()" in str(results[30])
+    assert results[31:] == [{"v": 1}] * 30
+    assert small_server.connections == 1  # the same connection throughout: nothing was asked twice
+
+    sync = ClusterStore(address=address, max_session_bytes=1 << 20)
+    with pytest.raises(InvalidSessionData, match="exceeds the cluster server's limit"):
+        sync.set("big", big)
+    assert sync.get("a") == {"v": 1}  # on the same connection
+    assert asyncio.run(store.get("big")) is None

@@ -111,7 +111,7 @@ def test_pipelined_requests_are_read_in_place_one_after_another() -> None:
 def test_an_oversized_length_is_refused_as_soon_as_the_prefix_arrives() -> None:
     prefix = (LIMIT + 1).to_bytes(4, "big")
     for filled in (4, 8):
-        with pytest.raises(wire.WireError, match="exceeds the limit"):
+        with pytest.raises(wire.WireError, match="exceeds the cluster server's limit"):
             wire.next_request(prefix + bytes([wire.GET, 0, 0, 1]), 0, filled, LIMIT)
     assert wire.next_request(prefix, 0, 3, LIMIT) is None  # not yet a prefix
     buffer = bytearray(prefix)

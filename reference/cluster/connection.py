@@ -7,7 +7,10 @@ of replies or :data:`BATCH` requests and is sent before the next is answered
 (a client that does not read blocks its own thread, holding one batch); a
 session of :data:`COPY_LIMIT` bytes or more is sent as it is stored, after its
 header, never copied; LENGTH, CLEAR and ALL take the lock for a slice of
-work at a time (:func:`_long`). It returns when the peer hangs up, or, once
+work at a time (:func:`_long`); a request over the server's limit (a client
+that allows larger sessions than the master) gets an error reply and its
+bytes are skipped, so the requests pipelined with it on the connection are
+answered as if it had not been sent. It returns when the peer hangs up, or, once
 the connection has been idle for its SO_RCVTIMEO, with what it had sent of
 its next frame, so that the server can watch it without a thread.
 
@@ -29,7 +32,7 @@ from storekit.reference.cluster.state import ClusterState
 if TYPE_CHECKING:
     from storekit.reference.cluster.persist import Journal
 
-__all__ = ["BATCH", "COPY_LIMIT", "REPLY_BOUND", "SLICE", "serve"]
+__all__ = ["BATCH", "COPY_LIMIT", "REPLY_BOUND", "SKIP_LIMIT", "SLICE", "serve"]
 
 REPLY_BOUND: Final = 4 << 20
 """Bytes of replies a connection's batch may hold before it is sent: what a
@@ -50,6 +53,24 @@ _GET, _SET, _TOUCH, _DESTROY, _REPLACE, _RENEW = (
     wire.RENEW,
 )
 _OK_FRAME, _MISSING_FRAME = wire.OK_FRAME, wire.MISSING_FRAME
+SKIP_LIMIT: Final = 64 << 20
+"""A request over the server's limit but of at most this many bytes is refused with an
+error reply and its bytes are skipped (a client that allows larger sessions than the
+master); a prefix announcing more is taken for garbage and closes the connection."""
+_TOO_LONG = -1  # what _next makes of a request over the limit: an op of its own
+
+
+def _next(
+    view: memoryview, offset: int, filled: int, limit: int
+) -> tuple[int, bytes, bytes, bytes, int] | None:
+    """``wire.next_request``, with a request over ``limit`` turned into a _TOO_LONG one
+    that carries the error's text and ends where that request's bytes end."""
+    try:
+        return wire.next_request(view, offset, filled, limit)
+    except wire.FrameTooLong as exc:
+        if exc.length > SKIP_LIMIT:
+            raise
+        return _TOO_LONG, b"", b"", str(exc).encode(), offset + exc.frame_bytes
 
 
 def serve(
@@ -73,12 +94,13 @@ def serve(
     Returns None when the peer hangs up, or, once it has sent nothing for
     the server's ``idle_timeout`` (the kernel's SO_RCVTIMEO, which costs no call per
     request), what it has sent of its next frame, for parking."""
-    recv_into, limit, next_request = sock.recv_into, max_frame, wire.next_request
+    recv_into, limit, next_request = sock.recv_into, max_frame, _next
     get, set_, touch, destroy = state.get, state.set, state.touch, state.destroy
     found_frame, found_header = wire.found_frame, wire.found_header
     error_frame, invalid = wire.error_frame, wire.ERR_INVALID_DATA
     durable = journal if journal is not None and journal.sync_each else None
     synced = 0
+    discard = 0  # bytes still to come of a request over the limit, skipped as they arrive
     buf = bytearray(max(_BUFFER, len(leftover)))
     view = memoryview(buf)
     filled = len(leftover)
@@ -118,6 +140,10 @@ def serve(
                             out.append(error_frame(invalid, replaced))
                         else:
                             out.append(_OK_FRAME if replaced else _MISSING_FRAME)
+                    elif op == _TOO_LONG:  # refused, and the connection lives on
+                        out.append(error_frame(invalid, value.decode()))
+                        if end > filled:
+                            discard, end = end - filled, filled
                     elif op == _RENEW:
                         renewed = state.renew(namespace, sid, value)
                         if renewed is None:
@@ -160,7 +186,7 @@ def serve(
             try:
                 received = recv_into(view)
             except BlockingIOError:  # idle for idle_timeout
-                return b""
+                return None if discard else b""
             filled = 0
         else:
             if offset:
@@ -175,11 +201,14 @@ def serve(
             try:
                 received = recv_into(view[filled:])
             except BlockingIOError:  # idle in the middle of a frame
-                return bytes(view[:filled])
+                return None if discard else bytes(view[:filled])
         offset = 0
         if not received:
             return None
         filled += received
+        if discard:  # the body of a refused request: dropped, not kept
+            offset = min(discard, filled)
+            discard -= offset
 
 
 def _long(state: ClusterState, lock: threading.Lock, op: int, namespace: bytes) -> list[bytes]:

@@ -13,7 +13,9 @@ order the server receives it, so per-sid histories are linearizable; no
 request holds it for more than a batch of GETs and SETs or a slice of a long
 operation, and no connection can make the server hold more than
 ``reply_bound`` bytes of replies it does not read. Frames are bounded before
-their body arrives; any protocol error closes that one connection.
+their body arrives: a request over the limit gets an error reply and is
+skipped (up to ``connection.SKIP_LIMIT`` bytes); any other protocol error
+closes that one connection.
 
 A forked child must not serve: an at-fork hook closes the child's copies of
 the server's sockets (the parent keeps its own) and keeps the inherited

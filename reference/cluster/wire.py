@@ -75,7 +75,9 @@ __all__ = [
     "REPLACE",
     "SET",
     "TOUCH",
+    "FrameTooLong",
     "Request",
+    "RequestTuple",
     "WireError",
     "auth_frame",
     "check_auth",
@@ -113,6 +115,7 @@ __all__ = [
 ]
 
 Buffer: TypeAlias = "bytes | bytearray | memoryview"
+RequestTuple: TypeAlias = "tuple[int, bytes, bytes, bytes, int]"  # what next_request returns
 
 MAGIC: Final = b"SKC1"
 NONCE_BYTES: Final = 32
@@ -163,6 +166,19 @@ MAX_SID_BYTES: Final = 0xFFFF
 
 class WireError(ValueError):
     """A frame that breaks the protocol; the connection that sent it is closed."""
+
+
+class FrameTooLong(WireError):
+    """A request whose prefix announces more than the server takes: it is refused
+    with an error reply and its bytes are skipped, so the connection lives on."""
+
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(
+            f"a request of {length} bytes exceeds the cluster server's limit of {limit}: the session "
+            "is larger than the server keeps (raise max_session_bytes in setup())"
+        )
+        self.length = length
+        self.frame_bytes = _PREFIX.size + length
 
 
 class Request(NamedTuple):
@@ -308,9 +324,7 @@ def encode_request(
     return b"".join((_REQUEST.pack(body, op, len(namespace), len(sid)), namespace, sid, value, payload))
 
 
-def next_request(
-    buffer: Buffer, offset: int, filled: int, limit: int
-) -> tuple[int, bytes, bytes, bytes, int] | None:
+def next_request(buffer: Buffer, offset: int, filled: int, limit: int) -> RequestTuple | None:
     """The request frame at ``offset`` in the first ``filled`` bytes of
     ``buffer`` as ``(op, namespace, sid, value, end)``, ``end`` being where the
     next frame starts; None until the frame is all there. WireError for a
@@ -349,7 +363,7 @@ def next_request(
 
 
 def _too_long(length: int, limit: int) -> WireError:
-    return WireError(f"a request of {length} bytes exceeds the limit of {limit}")
+    return FrameTooLong(length, limit)
 
 
 def _too_short(length: int) -> WireError:
