@@ -299,3 +299,113 @@ def test_a_request_over_the_servers_limit_fails_alone_and_the_connection_lives_o
         sync.set("big", big)
     assert sync.get("a") == {"v": 1}  # on the same connection
     assert asyncio.run(store.get("big")) is None
+
+
+def test_aclose_fails_the_requests_waiting_on_its_connections_and_the_store_reconnects(
+    server: ClusterServer,
+) -> None:
+    store = store_of(server)
+
+    async def main() -> tuple[list[object], object]:
+        await store.set("a", {"v": 1})
+        with server._lock:
+            waiting = [asyncio.ensure_future(store.get("a")) for _ in range(5)]
+            await asyncio.sleep(0.05)
+            await store.aclose()
+            got = await asyncio.gather(*waiting, return_exceptions=True)
+        return got, await store.get("a")
+
+    got, after = asyncio.run(main())
+    assert all(isinstance(e, StoreUnavailable) and "aclose() closed" in str(e) for e in got), got
+    assert after == {"v": 1}
+    wait_until(lambda: server.connections == 1, timeout=5.0)
+
+
+@contextlib.contextmanager
+def slow_then_silent(directory: str, secret: bytes, delay: float) -> Iterator[str]:
+    """A server that takes ``delay`` to welcome a client, then never answers a request."""
+    path = os.path.join(directory, "slow")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+    held: list[socket.socket] = []
+
+    def serve(conn: socket.socket) -> None:
+        handshake = ServerHandshake(secret)
+        conn.sendall(handshake.greeting)
+        welcome = None
+        while welcome is None:
+            welcome = handshake.receive(conn.recv(4096))
+        time.sleep(delay)
+        with contextlib.suppress(OSError):
+            conn.sendall(welcome)
+            while conn.recv(4096):
+                pass
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            held.append(conn)
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield path
+    finally:
+        for sock in [listener, *held]:
+            sock.close()
+
+
+def test_a_slow_connect_counts_against_the_operations_timeout() -> None:
+    """One deadline for the call: a welcome after 0.8 of the timeout leaves the request 0.2."""
+    directory = tempfile.mkdtemp(prefix="storekit-test-", dir="/tmp")
+    secret = os.urandom(32)
+    try:
+        with slow_then_silent(directory, secret, delay=0.8) as path:
+            store = AsyncClusterStore(address=Address(path, secret), timeout=1.0)
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match=r"did not answer within 1\.0s"):
+                asyncio.run(store.get("a"))
+            took = time.monotonic() - started
+    finally:
+        shutil.rmtree(directory)
+    assert took < 1.5, f"{took:.2f}s for a timeout of 1s"  # 1.8s when each step had a timeout of its own
+
+
+def test_a_long_reply_still_arriving_is_not_timed_out(server: ClusterServer) -> None:
+    """all() of 200,000 sessions (about 30 MB) read by a loop that is busy between its reads: the
+    reply takes longer than the timeout to arrive (over 2s), but its bytes keep coming."""
+    value = wire.NEVER_BYTES + b'{"data":"' + b"x" * 120 + b'"}'
+    with server._lock:
+        for i in range(200_000):
+            assert server.state.set(b"", b"s%06d" % i, value) is None
+    store = store_of(server, timeout=1.0)  # the server takes about 0.4s to build the reply
+
+    async def main() -> int:
+        done = False
+
+        async def busy() -> None:
+            while not done:
+                time.sleep(0.005)  # the loop is busy between two of its reads of the reply
+                await asyncio.sleep(0)
+
+        hog = asyncio.ensure_future(busy())
+        try:
+            return len(await store.all())
+        finally:
+            done = True
+            await hog
+
+    assert asyncio.run(main()) == 200_000
+
+
+@pytest.mark.parametrize("timeout", [None, 0, -1.0, float("inf"), float("nan"), "2", True])
+@pytest.mark.parametrize("store_class", [ClusterStore, AsyncClusterStore])
+def test_a_timeout_that_is_no_positive_number_is_refused_at_once(
+    server: ClusterServer, store_class: type[ClusterStore | AsyncClusterStore], timeout: object
+) -> None:
+    with pytest.raises(ValueError, match=r"timeout must be a positive number of seconds, got"):
+        store_class(address=Address(server.path, server.secret), timeout=timeout)  # type: ignore[arg-type]

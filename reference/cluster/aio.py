@@ -5,14 +5,16 @@ request is written as soon as it is made, the server answers a connection's
 requests in the order it receives them, and each reply resolves the oldest
 request still waiting. So concurrent tasks pipeline their requests on one
 socket, which the loop watches for as long as it is open: a request costs
-one ``send`` and its share of a ``recv``, and the master serves one
-connection per worker rather than one per task in flight. LENGTH, CLEAR and
-ALL go over a second channel, so that a long answer never holds up the gets
-and sets behind it.
+one ``send`` and its share of a ``recv``, and the master serves two
+connections per store and event loop rather than one per task in flight.
+LENGTH, CLEAR and ALL go over the second channel, so that a long answer
+never holds up the gets and sets behind it.
 
-A reply that does not come within ``timeout`` fails every request waiting on
-that channel (the server answers in order, so none behind it can come first)
-and closes it; the next request opens a new one.
+A call has one deadline, ``timeout`` after it starts, for its connect and its
+reply; a long reply whose bytes keep coming is given ``timeout`` from its
+last bytes. A reply that has not begun by its deadline fails every request
+waiting on that channel (the server answers in order, so none behind it can
+come first) and closes it; the next request opens a new one.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import sys
 from typing import Final
 
 from storekit.contract import Session
-from storekit.errors import cut
+from storekit.errors import StoreError, StoreUnavailable, cut
 from storekit.reference.cluster import wire
 from storekit.reference.cluster.common import BUSY_RETRY, Address, Busy, ClientBase, Requests, unavailable
 from storekit.reference.cluster.handshake import READ_SIZE, ClientHandshake
@@ -44,11 +46,12 @@ class AsyncClusterStore(ClientBase):
     The tasks of one event loop pipeline their requests on one connection (a
     second one carries ``length``, ``clear`` and ``all``); each operation,
     connect included, raises :class:`~storekit.StoreUnavailable` within
-    ``timeout``. One store may serve several event loops, in turn
+    ``timeout`` of its start, or of the last bytes received while a long
+    reply arrives. One store may serve several event loops, in turn
     (``asyncio.run`` per call) or at once in different threads: each loop
-    gets connections of its own, and those of a closed loop are closed.
-    The loop must be able to watch sockets (``add_reader``), as asyncio's
-    default loop on Unix and uvloop can.
+    gets connections of its own; those of a closed loop are closed when the
+    store next connects, or by ``aclose()``. The loop must be able to watch
+    sockets (``add_reader``), as asyncio's default loop on Unix and uvloop can.
     """
 
     _channels: dict[_Key, _Channel]
@@ -82,35 +85,47 @@ class AsyncClusterStore(ClientBase):
         return Requests.sessions(await self._call(self.requests.all, _BULK))
 
     async def aclose(self) -> None:
-        """Close this event loop's connections (requests waiting on them fail); the
-        store reconnects when used again."""
+        """Close this event loop's connections: requests waiting on them raise
+        StoreUnavailable, and the store connects again when used again."""
         loop = asyncio.get_running_loop()
         for kind in (_HOT, _BULK):
+            opening = self._opening.pop((loop, kind), None)
+            if opening is not None:
+                opening.cancel()
             channel = self._channels.pop((loop, kind), None)
             if channel is not None:
-                channel.fail(EOFError("the store was closed"))
+                channel.fail(_Closed("aclose() closed the connection this request waited on"))
         self._prune()
 
     async def _call(self, frame: bytes, kind: int = _HOT) -> bytes:
+        """The reply to ``frame``, or StoreUnavailable within ``timeout`` of the call (of
+        the last bytes received, while a long reply arrives)."""
         self._drop_inherited()
-        channel = await self._channel(kind)  # StoreUnavailable if it cannot connect
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        channel = await self._channel(loop, kind, deadline)  # StoreUnavailable if it cannot connect
         try:
-            return await channel.request(frame)
+            return await channel.request(frame, deadline)
+        except _Closed as exc:
+            raise StoreUnavailable(f"{self!r}: {exc}") from exc
         except TimeoutError as exc:
             raise unavailable(self.address, exc, self.timeout) from exc
-        except (OSError, EOFError, wire.WireError):
-            pass
-        # The connection broke (the server restarted, say): every request is idempotent,
-        # so ask once more, on a new connection.
-        channel = await self._channel(kind)
+        except (OSError, EOFError, wire.WireError) as exc:
+            if loop.time() >= deadline:
+                raise unavailable(self.address, exc, self.timeout) from exc
+        # The connection broke (the server restarted, say): ask once more, on a new one.
+        # A request the server had applied is applied again: the same state, unless
+        # another process changed that session in between (docs/cluster.md, Guarantees).
+        channel = await self._channel(loop, kind, deadline)
         try:
-            return await channel.request(frame)
+            return await channel.request(frame, deadline)
+        except _Closed as exc:
+            raise StoreUnavailable(f"{self!r}: {exc}") from exc
         except (OSError, EOFError, wire.WireError) as exc:
             raise unavailable(self.address, exc, self.timeout) from exc
 
-    async def _channel(self, kind: int) -> _Channel:
+    async def _channel(self, loop: asyncio.AbstractEventLoop, kind: int, deadline: float) -> _Channel:
         """This loop's open channel of ``kind``, or the one being opened for it."""
-        loop = asyncio.get_running_loop()
         key = (loop, kind)
         channel = self._channels.get(key)
         if channel is not None and channel.open:
@@ -121,7 +136,10 @@ class AsyncClusterStore(ClientBase):
             opening = loop.create_task(self._open(loop))
             self._opening[key] = opening
             opening.add_done_callback(functools.partial(self._opened, key))
-        return await asyncio.shield(opening)  # a caller's cancel must not cancel the others' connect
+        try:  # shielded: one caller's cancel or deadline must not end the others' connect
+            return await asyncio.wait_for(asyncio.shield(opening), max(0.0, deadline - loop.time()))
+        except asyncio.TimeoutError:
+            raise unavailable(self.address, TimeoutError("connect timed out"), self.timeout) from None
 
     def _opened(self, key: _Key, task: asyncio.Task[_Channel]) -> None:
         if self._opening.get(key) is task:
@@ -134,7 +152,17 @@ class AsyncClusterStore(ClientBase):
             sock = await asyncio.wait_for(self._connect(loop), self.timeout)
         except (OSError, EOFError, asyncio.TimeoutError, wire.WireError) as exc:
             raise unavailable(self.address, _as_timeout(exc), self.timeout) from exc
-        return _Channel(loop, sock, self.timeout)
+        try:
+            return _Channel(loop, sock, self.timeout)
+        except NotImplementedError:
+            sock.close()
+            raise StoreError(
+                f"AsyncClusterStore needs an event loop that can watch sockets (add_reader); "
+                f"{type(loop).__name__} cannot: use asyncio's default loop on Unix, or uvloop"
+            ) from None
+        except BaseException:
+            sock.close()
+            raise
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
         sock = await _connected(self.address, self.timeout)
@@ -153,11 +181,12 @@ class AsyncClusterStore(ClientBase):
         return sock
 
     def _prune(self) -> None:
-        """Close the channels of event loops that have closed."""
+        """Close the channels of event loops that have closed (another thread may prune too)."""
         for key, channel in list(self._channels.items()):
-            if key[0].is_closed():
-                del self._channels[key]
+            if key[0].is_closed() and self._channels.pop(key, None) is channel:
                 channel.abandon()
+        for key in [key for key in self._opening if key[0].is_closed()]:
+            self._opening.pop(key, None)
 
     def _forget(self) -> None:
         # In a forked child the loops are the parent's, their epoll too: close the sockets
@@ -167,7 +196,12 @@ class AsyncClusterStore(ClientBase):
         self._channels, self._opening = {}, {}
 
     def __del__(self) -> None:
-        for channel in getattr(self, "_channels", {}).values():
+        if not hasattr(self, "_channels"):  # __init__ raised
+            return
+        if self._inherited():  # a forked child: the loops are the parent's
+            self._forget()
+            return
+        for channel in self._channels.values():
             with contextlib.suppress(Exception):
                 channel.close_soon()
 
@@ -198,14 +232,14 @@ class _Channel:
     def open(self) -> bool:
         return self.failed is None
 
-    def request(self, frame: bytes) -> asyncio.Future[bytes]:
-        """Send ``frame``; the future gets the reply's whole frame, or the channel's failure."""
+    def request(self, frame: bytes, deadline: float) -> asyncio.Future[bytes]:
+        """Send ``frame``; the future gets the reply's whole frame, or the channel's
+        failure: TimeoutError if no reply has begun by ``deadline`` (loop time)."""
         loop = self.loop
         future: asyncio.Future[bytes] = loop.create_future()
         if self.failed is not None:
             future.set_exception(_again(self.failed))
             return future
-        deadline = loop.time() + self.timeout
         self.waiting.append((future, deadline))
         if self.outbox:
             self.outbox += frame
@@ -254,6 +288,9 @@ class _Channel:
         buffer += data
         while self.failed is None and (reply := wire.take_frame(buffer, sys.maxsize)) is not None:
             self._answer(reply)
+        if buffer and self.waiting:  # a long reply on its way: its deadline runs from its last bytes
+            future, deadline = self.waiting[0]
+            self.waiting[0] = (future, max(deadline, self.loop.time() + self.timeout))
 
     def _answer(self, reply: bytes) -> None:
         if not self.waiting:
@@ -298,11 +335,18 @@ class _Channel:
         self.sock.close()
 
     def close_soon(self) -> None:
-        """From any thread: close the channel in its loop's thread, or at once if the loop is closed."""
+        """From any thread: close the channel at once if its loop is closed or not
+        running, or else in the loop's own thread."""
         if self.loop.is_closed():
             self.abandon()
+        elif not self.loop.is_running():
+            self.fail(_Closed("the store was collected"))
         else:
-            self.loop.call_soon_threadsafe(self.fail, EOFError("the store was collected"))
+            self.loop.call_soon_threadsafe(self.fail, _Closed("the store was collected"))
+
+
+class _Closed(EOFError):
+    """The store closed the connection: its waiting requests fail, and are not asked again."""
 
 
 def _again(exc: BaseException) -> BaseException:

@@ -277,9 +277,11 @@ class ClientBase:
         clock: Callable[[], float] = time.time,
         address: Address | None = None,
     ) -> None:
+        if type(timeout) not in (int, float) or not 0 < timeout < float("inf"):
+            raise ValueError(f"timeout must be a positive number of seconds, got {cut(timeout)}")
         self.requests = Requests(namespace, default_ttl, max_session_bytes, clock)
         self.address = address or address_from_env()
-        self.timeout = timeout
+        self.timeout = float(timeout)
         self._generation = _forks
         self._forget()  # none yet: this makes the subclass's empty containers
 
@@ -301,6 +303,10 @@ class ClientBase:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(namespace={self.name!r}, address={self.address!r})"
+
+    def _inherited(self) -> bool:
+        """This process is a forked child of the one that made the store's connections."""
+        return self._generation != _forks
 
     def _drop_inherited(self) -> None:
         """In a forked child, forget the parent's connections."""
