@@ -1,10 +1,17 @@
-"""What the cluster master's tests share: reading one whole frame off a raw socket."""
+"""What the cluster master's tests share: reading one whole frame off a raw socket, and a server."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import socket
+import tempfile
+from collections.abc import Iterator
 
 from storekit.reference.cluster import wire
+from storekit.reference.cluster.server import ClusterServer
+from storekit.reference.cluster.state import ClusterState
 
 
 def read_frame(sock: socket.socket) -> bytes:
@@ -18,3 +25,20 @@ def read_frame(sock: socket.socket) -> bytes:
         if not chunk:
             raise EOFError
         data += chunk
+
+
+@contextlib.contextmanager
+def cluster_server(max_session_bytes: int = 1 << 20) -> Iterator[ClusterServer]:
+    """A real ClusterServer in this process, on a fresh private directory."""
+    directory = tempfile.mkdtemp(prefix="storekit-test-", dir="/tmp")
+    server = ClusterServer(
+        os.path.join(directory, "sock"),
+        os.urandom(32),
+        state=ClusterState(max_session_bytes=max_session_bytes),
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory)

@@ -16,28 +16,22 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+from cluster_support import cluster_server
 from helpers import wait_until
 
 from storekit.errors import InvalidSessionData, StoreUnavailable
 from storekit.reference.cluster import Address, AsyncClusterStore, ClusterStore, wire
 from storekit.reference.cluster.handshake import ServerHandshake
 from storekit.reference.cluster.server import ClusterServer
-from storekit.reference.cluster.state import ClusterState
 
 
 @pytest.fixture
 def server() -> Iterator[ClusterServer]:
-    directory = tempfile.mkdtemp(prefix="storekit-test-", dir="/tmp")
-    srv = ClusterServer(
-        os.path.join(directory, "sock"), os.urandom(32), state=ClusterState(max_session_bytes=1 << 20)
-    )
-    srv.start()
-    yield srv
-    srv.stop()
-    shutil.rmtree(directory)
+    with cluster_server() as srv:
+        yield srv
 
 
 def store_of(server: ClusterServer, timeout: float = 2.0) -> AsyncClusterStore:
@@ -189,33 +183,25 @@ def test_a_forked_child_connects_on_its_own_and_leaves_the_parents_loop_alone(se
 
 
 @contextlib.contextmanager
-def answers_twice(directory: str, secret: bytes) -> Iterator[tuple[str, threading.Event]]:
-    """A server that completes the handshake, then answers every request with two FOUND replies;
-    the event is set when the client hangs up."""
-    path = os.path.join(directory, "twice")
+def fake_server(secret: bytes, after_welcome: Callable[[socket.socket, bytes, bytes], None]) -> Iterator[str]:
+    """A server at a fresh path that greets each client and checks its proof of ``secret`` as
+    a real one does, then hands ``after_welcome`` the socket, the welcome (unsent) and what the
+    client sent after its proof."""
+    directory = tempfile.mkdtemp(prefix="storekit-test-", dir="/tmp")
+    path = os.path.join(directory, "fake")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(8)
-    hung_up = threading.Event()
     held: list[socket.socket] = []
 
     def serve(conn: socket.socket) -> None:
         handshake = ServerHandshake(secret)
-        conn.sendall(handshake.greeting)
-        welcome = None
-        while welcome is None:
-            welcome = handshake.receive(conn.recv(4096))
-        conn.sendall(welcome)
-        pending = bytearray(handshake.leftover)
-        reply = wire.found_frame(wire.NEVER_BYTES + b'{"v":1}')
-        while True:
-            while wire.take_frame(pending, 1 << 20) is not None:
-                conn.sendall(reply + reply)
-            data = conn.recv(4096)
-            if not data:
-                hung_up.set()
-                return
-            pending += data
+        with contextlib.suppress(OSError):
+            conn.sendall(handshake.greeting)
+            welcome = None
+            while welcome is None:
+                welcome = handshake.receive(conn.recv(4096))
+            after_welcome(conn, welcome, handshake.leftover)
 
     def accept() -> None:
         while True:
@@ -228,42 +214,49 @@ def answers_twice(directory: str, secret: bytes) -> Iterator[tuple[str, threadin
 
     threading.Thread(target=accept, daemon=True).start()
     try:
-        yield path, hung_up
+        yield path
     finally:
         for sock in [listener, *held]:
             sock.close()
+        shutil.rmtree(directory)
 
 
 def test_a_reply_that_no_request_asked_for_closes_the_connection() -> None:
-    directory = tempfile.mkdtemp(prefix="storekit-test-", dir="/tmp")
+    """A server that answers every request twice: the second reply finds no request waiting."""
     secret = os.urandom(32)
-    try:
-        with answers_twice(directory, secret) as (path, hung_up):
-            store = AsyncClusterStore(address=Address(path, secret), timeout=1.0)
+    hung_up = threading.Event()
 
-            async def main() -> tuple[object, bool]:
-                got = await store.get("a")
-                deadline = time.monotonic() + 5.0
-                while not hung_up.is_set() and time.monotonic() < deadline:
-                    await asyncio.sleep(0.01)  # the loop reads the second reply and hangs up
-                return got, hung_up.is_set()
+    def answer_twice(conn: socket.socket, welcome: bytes, leftover: bytes) -> None:
+        conn.sendall(welcome)
+        pending = bytearray(leftover)
+        reply = wire.found_frame(wire.NEVER_BYTES + b'{"v":1}')
+        while True:
+            while wire.take_frame(pending, 1 << 20) is not None:
+                conn.sendall(reply + reply)
+            data = conn.recv(4096)
+            if not data:
+                hung_up.set()
+                return
+            pending += data
 
-            assert asyncio.run(main()) == ({"v": 1}, True)
-    finally:
-        shutil.rmtree(directory)
+    with fake_server(secret, answer_twice) as path:
+        store = AsyncClusterStore(address=Address(path, secret), timeout=1.0)
+
+        async def main() -> tuple[object, bool]:
+            got = await store.get("a")
+            deadline = time.monotonic() + 5.0
+            while not hung_up.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)  # the loop reads the second reply and hangs up
+            return got, hung_up.is_set()
+
+        assert asyncio.run(main()) == ({"v": 1}, True)
 
 
 @pytest.fixture
 def small_server() -> Iterator[ClusterServer]:
     """A server that keeps sessions of at most 64 KiB, for clients that allow 1 MiB."""
-    directory = tempfile.mkdtemp(prefix="storekit-test-", dir="/tmp")
-    srv = ClusterServer(
-        os.path.join(directory, "sock"), os.urandom(32), state=ClusterState(max_session_bytes=1 << 16)
-    )
-    srv.start()
-    yield srv
-    srv.stop()
-    shutil.rmtree(directory)
+    with cluster_server(max_session_bytes=1 << 16) as srv:
+        yield srv
 
 
 def test_a_request_over_the_servers_limit_fails_alone_and_the_connection_lives_on(
@@ -321,57 +314,22 @@ def test_aclose_fails_the_requests_waiting_on_its_connections_and_the_store_reco
     wait_until(lambda: server.connections == 1, timeout=5.0)
 
 
-@contextlib.contextmanager
-def slow_then_silent(directory: str, secret: bytes, delay: float) -> Iterator[str]:
-    """A server that takes ``delay`` to welcome a client, then never answers a request."""
-    path = os.path.join(directory, "slow")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(8)
-    held: list[socket.socket] = []
-
-    def serve(conn: socket.socket) -> None:
-        handshake = ServerHandshake(secret)
-        conn.sendall(handshake.greeting)
-        welcome = None
-        while welcome is None:
-            welcome = handshake.receive(conn.recv(4096))
-        time.sleep(delay)
-        with contextlib.suppress(OSError):
-            conn.sendall(welcome)
-            while conn.recv(4096):
-                pass
-
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            held.append(conn)
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    try:
-        yield path
-    finally:
-        for sock in [listener, *held]:
-            sock.close()
-
-
 def test_a_slow_connect_counts_against_the_operations_timeout() -> None:
     """One deadline for the call: a welcome after 0.8 of the timeout leaves the request 0.2."""
-    directory = tempfile.mkdtemp(prefix="storekit-test-", dir="/tmp")
     secret = os.urandom(32)
-    try:
-        with slow_then_silent(directory, secret, delay=0.8) as path:
-            store = AsyncClusterStore(address=Address(path, secret), timeout=1.0)
-            started = time.monotonic()
-            with pytest.raises(StoreUnavailable, match=r"did not answer within 1\.0s"):
-                asyncio.run(store.get("a"))
-            took = time.monotonic() - started
-    finally:
-        shutil.rmtree(directory)
+
+    def slow_then_silent(conn: socket.socket, welcome: bytes, leftover: bytes) -> None:
+        time.sleep(0.8)
+        conn.sendall(welcome)
+        while conn.recv(4096):
+            pass
+
+    with fake_server(secret, slow_then_silent) as path:
+        store = AsyncClusterStore(address=Address(path, secret), timeout=1.0)
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match=r"did not answer within 1\.0s"):
+            asyncio.run(store.get("a"))
+        took = time.monotonic() - started
     assert took < 1.5, f"{took:.2f}s for a timeout of 1s"  # 1.8s when each step had a timeout of its own
 
 

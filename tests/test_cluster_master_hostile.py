@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_support import read_frame
+from cluster_support import cluster_server, read_frame
 from helpers import wait_until
 
 from storekit import InvalidSessionData, StoreUnavailable, expires_in
@@ -139,14 +139,8 @@ def worker_runs(env: dict[str, str], address: Address, name: str) -> float:
 
 @pytest.fixture
 def server() -> Iterator[ClusterServer]:
-    directory = tempfile.mkdtemp(prefix="storekit-test-", dir="/tmp")
-    srv = ClusterServer(
-        os.path.join(directory, "sock"), os.urandom(32), state=ClusterState(max_session_bytes=1 << 20)
-    )
-    srv.start()
-    yield srv
-    srv.stop()
-    shutil.rmtree(directory)
+    with cluster_server() as srv:
+        yield srv
 
 
 @pytest.mark.parametrize(
