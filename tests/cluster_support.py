@@ -7,7 +7,8 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 from storekit.reference.cluster import wire
 from storekit.reference.cluster.server import ClusterServer
@@ -42,3 +43,29 @@ def cluster_server(max_session_bytes: int = 1 << 20) -> Iterator[ClusterServer]:
     finally:
         server.stop()
         shutil.rmtree(directory)
+
+
+@contextlib.contextmanager
+def unix_peer(path: str, behave: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A Unix socket server at ``path`` that hands each connection to ``behave``, on a thread
+    of its own; every socket is closed on exit."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            held.append(conn)
+            threading.Thread(target=behave, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield path
+    finally:
+        for sock in [listener, *held]:
+            sock.close()

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from cluster_support import cluster_server
+from cluster_support import cluster_server, unix_peer
 from helpers import wait_until
 
 from storekit.errors import InvalidSessionData, StoreUnavailable
@@ -187,12 +187,6 @@ def fake_server(secret: bytes, after_welcome: Callable[[socket.socket, bytes, by
     """A server at a fresh path that greets each client and checks its proof of ``secret`` as
     a real one does, then hands ``after_welcome`` the socket, the welcome (unsent) and what the
     client sent after its proof."""
-    directory = tempfile.mkdtemp(prefix="storekit-test-", dir="/tmp")
-    path = os.path.join(directory, "fake")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(8)
-    held: list[socket.socket] = []
 
     def serve(conn: socket.socket) -> None:
         handshake = ServerHandshake(secret)
@@ -203,21 +197,11 @@ def fake_server(secret: bytes, after_welcome: Callable[[socket.socket, bytes, by
                 welcome = handshake.receive(conn.recv(4096))
             after_welcome(conn, welcome, handshake.leftover)
 
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            held.append(conn)
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
+    directory = tempfile.mkdtemp(prefix="storekit-test-", dir="/tmp")
     try:
-        yield path
+        with unix_peer(os.path.join(directory, "fake"), serve) as path:
+            yield path
     finally:
-        for sock in [listener, *held]:
-            sock.close()
         shutil.rmtree(directory)
 
 
@@ -318,8 +302,11 @@ def test_a_slow_connect_counts_against_the_operations_timeout() -> None:
     """One deadline for the call: a welcome after 0.8 of the timeout leaves the request 0.2."""
     secret = os.urandom(32)
 
+    done = threading.Event()
+
     def slow_then_silent(conn: socket.socket, welcome: bytes, leftover: bytes) -> None:
-        time.sleep(0.8)
+        if done.wait(0.8):  # the peer's behaviour: welcome 0.8s late (at once if the test has ended)
+            return
         conn.sendall(welcome)
         while conn.recv(4096):
             pass
@@ -330,6 +317,7 @@ def test_a_slow_connect_counts_against_the_operations_timeout() -> None:
         with pytest.raises(StoreUnavailable, match=r"did not answer within 1\.0s"):
             asyncio.run(store.get("a"))
         took = time.monotonic() - started
+        done.set()
     assert took < 1.5, f"{took:.2f}s for a timeout of 1s"  # 1.8s when each step had a timeout of its own
 
 

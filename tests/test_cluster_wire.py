@@ -4,16 +4,18 @@ and the one handshake as both clients meet it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import os
 import secrets
 import shutil
 import socket
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+from cluster_support import unix_peer
 
 from storekit.codec import session_expiry
 from storekit.errors import InvalidSessionData, StoreUnavailable
@@ -286,31 +288,14 @@ def directory() -> Iterator[str]:
 @pytest.fixture
 def peer(directory: str) -> Iterator[Callable[[Callable[[socket.socket], None]], str]]:
     """A Unix socket server at a fresh path that treats every connection with ``behave``."""
-    listeners: list[socket.socket] = []
-    held: list[socket.socket] = []
+    started = itertools.count()
+    with contextlib.ExitStack() as peers:
 
-    def start(behave: Callable[[socket.socket], None]) -> str:
-        path = os.path.join(directory, f"peer{len(listeners)}")
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(path)
-        listener.listen(8)
-        listeners.append(listener)
+        def start(behave: Callable[[socket.socket], None]) -> str:
+            path = os.path.join(directory, f"peer{next(started)}")
+            return peers.enter_context(unix_peer(path, behave))
 
-        def accept() -> None:
-            while True:
-                try:
-                    conn, _ = listener.accept()
-                except OSError:
-                    return
-                held.append(conn)
-                behave(conn)
-
-        threading.Thread(target=accept, daemon=True).start()
-        return path
-
-    yield start
-    for sock in listeners + held:
-        sock.close()
+        yield start
 
 
 def _both_fail(path: str, secret: bytes = b"k" * 32, timeout: float = 2.0) -> str:

@@ -328,26 +328,21 @@ def _short_tmp() -> str:
     return base if len(base) < 60 else "/tmp"
 
 
-cluster_target = Target(
-    ClusterStore,
-    name="ClusterStore",
-    shared=True,
-    serve=serving,
-    namespaced=lambda namespace: ClusterStore(namespace=namespace),
-    # Expiries travel as milliseconds and are checked against the same system
-    # clock every process reads; what remains is the time a request waits for
-    # the server thread, well under 0.25 s even on a loaded machine.
-    ttl_resolution=0.25,
-    outage=outage,
-)
+def _target(store: type[ClusterStore] | type[AsyncClusterStore]) -> Target:
+    """The suite's target for ``store`` (either client) on a server this process starts."""
+    return Target(
+        store,
+        name=store.__name__,
+        shared=True,
+        serve=serving,
+        namespaced=lambda namespace: store(namespace=namespace),
+        # Expiries travel as milliseconds and are checked against the same system
+        # clock every process reads; what remains is the time a request waits for
+        # the server thread, well under 0.25 s even on a loaded machine.
+        ttl_resolution=0.25,
+        outage=outage,
+    )
 
 
-cluster_async_target = Target(
-    AsyncClusterStore,
-    name="AsyncClusterStore",
-    shared=True,
-    serve=serving,
-    namespaced=lambda namespace: AsyncClusterStore(namespace=namespace),
-    ttl_resolution=0.25,  # as for cluster_target
-    outage=outage,
-)
+cluster_target = _target(ClusterStore)
+cluster_async_target = _target(AsyncClusterStore)
