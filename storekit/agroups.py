@@ -12,15 +12,16 @@ from collections.abc import Awaitable, Callable
 
 from storekit.contract import AsyncStore
 from storekit.groups import (
+    FIRST_GENERATION,
     GROUP_PREFIX,
     PRUNE_AT,
+    ended,
     generation_of,
     group_sid,
     join_base,
     joined,
     left,
     members,
-    new_generation,
 )
 
 __all__ = ["add_member", "end_group", "remove_member"]
@@ -40,7 +41,7 @@ async def add_member(
     found = join_base(name, record, alive, await store.get(index), expected=expected)
     if found is None:
         return None
-    written, until, generation = joined(*found, sid, until=until, generation=new_generation())
+    written, until, generation = joined(*found, sid, until=until, generation=FIRST_GENERATION)
     await store.set(index, written)
     return until, generation
 
@@ -58,9 +59,12 @@ async def end_group(
 ) -> list[str]:
     """See :func:`storekit.groups.end_group`: the index goes first, then every member."""
     index = group_sid(name)
-    ended = members(await store.get(index), name)
-    await store.destroy(index)
-    for member in ended:
+    record = await store.get(index)
+    found = members(record, name)
+    written = ended(record, name)
+    if written is not None:
+        await store.set(index, written)
+    for member in found:
         if not member.startswith(GROUP_PREFIX):
             await (destroy or store.destroy)(member)
-    return ended
+    return found

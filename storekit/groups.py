@@ -5,25 +5,30 @@ record in the same store, under the reserved sid ``storekit.group:<name>``:
 ``{"members": [sid, ...], "generation": token, "cookie": {"expires": ...}}``
 (the cookie written by :func:`storekit.codec.cookie_json`, so that the store
 expires the index). Any conforming store can hold it, and ending a group is:
-read the index, destroy it, destroy every member.
+read the index, write an empty one of a new generation over it, destroy every
+member.
 
-The ``generation`` is a random token given to an index when it is created;
-each session records the generation of every index it joined. A session whose
-group has since been ended finds no index, or one of another generation, and
-is ended when it is next loaded (:func:`membership`), so no session outlives an
-``end_group`` of a group it had joined, even one whose membership the index
-lost, but for the window below. The index is a read-modify-write on a store
-without transactions: two sessions joining at the same instant can leave one
-of them out of the list; that session finds itself missing (same generation,
-not listed) when it is next loaded and joins again, and an ``end_group`` in
-between still ends it (the generation changed, and a session joins again only into the generation it
-joined: :func:`add_member` with ``expected``). A join reads the index again
-just before it writes it, and never writes back a generation that vanished or
-changed since its first read; an ``end_group`` that destroys the index between
-that second read and the write (one store call wide) is undone. Destroyed
-members are never removed from an index (a sid is never reused, so destroying
-it again is harmless); an index is pruned of members whose sessions are gone
-when it grows past :data:`PRUNE_AT`.
+The ``generation`` names one era of a group, from its first join to its
+``end_group``; each session records the generation of every index it joined.
+The first index of a group is of generation :data:`FIRST_GENERATION`, the
+same for every joiner, so two sessions creating it at the same instant join
+one generation, and the one whose membership the later write lost finds
+itself missing (same generation, not listed) when it is next loaded, and joins
+again. ``end_group`` does not remove the index: it writes over it an empty one
+of a fresh random generation, with the ended index's expiry (which outlasts
+every member), and joins after it join that generation. A session whose group
+has since been ended finds an index of another generation (or none, once the
+ended one expired along with its members) and is ended when it is next loaded
+(:func:`membership`), so no session outlives an ``end_group`` of a group it
+had joined, even one whose membership the index lost, but for the window
+below. A session joins again only into the generation it joined
+(:func:`add_member` with ``expected``). The index is a read-modify-write on a
+store without transactions: a join reads the index again just before it writes
+it, and never writes back a generation that changed since its first read; an
+``end_group`` that replaces the index between that second read and the write
+(one store call wide) is undone. Destroyed members are never removed from an
+index (a sid is never reused, so destroying it again is harmless); an index is
+pruned of members whose sessions are gone when it grows past :data:`PRUNE_AT`.
 
 The index arithmetic (:func:`members`, :func:`joined`, :func:`left`) is pure;
 :func:`add_member`, :func:`remove_member` and :func:`end_group` are its sync
@@ -46,6 +51,7 @@ from storekit.contract import Store
 from storekit.errors import InvalidSessionData, cut
 
 __all__ = [
+    "FIRST_GENERATION",
     "GROUPS_KEY",
     "GROUP_PREFIX",
     "PRUNE_AT",
@@ -53,6 +59,7 @@ __all__ = [
     "add_member",
     "check_group_name",
     "end_group",
+    "ended",
     "generation_of",
     "group_sid",
     "groups_due",
@@ -72,6 +79,9 @@ GROUP_PREFIX = "storekit.group:"
 
 GROUPS_KEY = "storekit.groups"
 """The reserved key under which a stored session lists its groups."""
+
+FIRST_GENERATION = "first"
+"""The generation of a group's first index, and of one created again after the last expired."""
 
 PRUNE_AT = 64
 """An index with more members than this is pruned of sessions that are gone when joined."""
@@ -121,7 +131,7 @@ def generation_of(record: dict[str, Any] | None) -> str | None:
 
 
 def new_generation() -> str:
-    """A fresh generation token for an index created now."""
+    """A fresh random generation token, for the index that ``end_group`` leaves."""
     return secrets.token_urlsafe(9)
 
 
@@ -152,7 +162,7 @@ def joined(
     record: dict[str, Any] | None, alive: list[str], sid: str, *, until: float, generation: str
 ) -> tuple[dict[str, Any], float, str]:
     """The index record once ``sid`` joined, until when it lasts (at least ``until``), and its
-    generation (the record's own, or ``generation`` for an index created now).
+    generation (the record's own, or ``generation`` for an index created now: :data:`FIRST_GENERATION`).
 
     Pure: ``alive`` is the members to keep, already pruned by the caller when
     there are more than :data:`PRUNE_AT` of them.
@@ -191,7 +201,7 @@ def join_base(
     ``first`` is gone or of another generation. A write never restores a
     generation that is gone: if the index vanished or changed generation
     between the two reads, a rejoin is refused, and a brand-new join joins what
-    is there now (a fresh generation if nothing is).
+    is there now (:data:`FIRST_GENERATION` if nothing is).
     """
     if expected is not None and (first is None or generation_of(first) != expected):
         return None
@@ -226,7 +236,7 @@ def add_member(
     found = join_base(name, record, alive, store.get(index), expected=expected)
     if found is None:
         return None
-    written, until, generation = joined(*found, sid, until=until, generation=new_generation())
+    written, until, generation = joined(*found, sid, until=until, generation=FIRST_GENERATION)
     store.set(index, written)
     return until, generation
 
@@ -239,19 +249,32 @@ def remove_member(store: Store, name: str, sid: str) -> None:
         store.set(index, written)
 
 
-def end_group(store: Store, name: str, *, destroy: Callable[[str], None] | None = None) -> list[str]:
-    """Destroy every session of group ``name`` and the group itself.
+def ended(record: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
+    """The index that ``end_group`` writes over ``record``: no members, a fresh generation, the
+    same expiry; None when there is no index to end. Pure but for the random token."""
+    if record is None:
+        return None
+    members(record, name)  # refuse a record that is not an index
+    return {**record, "members": [], "generation": new_generation()}
 
-    Returns the sids that were members. The index goes first, so a session
-    that joins while this runs starts a new generation instead of being lost;
-    a member that joined the old one is ended when next loaded (:func:`membership`).
-    Each member goes through ``destroy`` (the session core's, which a slow
-    request cannot undo), ``store.destroy`` by default.
+
+def end_group(store: Store, name: str, *, destroy: Callable[[str], None] | None = None) -> list[str]:
+    """Destroy every session of group ``name`` and end the group's generation.
+
+    Returns the sids that were members. The index goes first (replaced by
+    :func:`ended`), so a session that joins while this runs joins the new
+    generation instead of being lost; a member that joined the old one is
+    ended when next loaded (:func:`membership`). Each member goes through
+    ``destroy`` (the session core's, which a slow request cannot undo),
+    ``store.destroy`` by default.
     """
     index = group_sid(name)
-    ended = members(store.get(index), name)
-    store.destroy(index)
-    for member in ended:
+    record = store.get(index)
+    found = members(record, name)
+    written = ended(record, name)
+    if written is not None:
+        store.set(index, written)
+    for member in found:
         if not member.startswith(GROUP_PREFIX):
             (destroy or store.destroy)(member)
-    return ended
+    return found

@@ -470,7 +470,9 @@ def test_ending_a_group_logs_out_another_session(make: Any, memory: MemoryStore)
             return [before, ended, str(after)]
 
     assert asyncio.run(main()) == ["ada", "2", "None"]
-    assert memory.get(GROUP_PREFIX + "user:ada") is None
+    index = memory.get(GROUP_PREFIX + "user:ada")
+    assert index is not None
+    assert index["members"] == []  # the group's next generation, empty
 
 
 def test_the_middleware_ends_a_group_from_outside_a_request(make: Any, memory: MemoryStore) -> None:

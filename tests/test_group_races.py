@@ -9,6 +9,9 @@ interleaving is scripted, not hoped for:
 * case B: ``end_group`` lands inside another login's join, after its first read
   of the index. The join must not write the ended generation back (which would
   let a lost member pass as "lost", rejoin and survive).
+* case C: two first logins of a group at once, one whole join inside the
+  other's, before its ``set``: both join one generation, so the one the index
+  lost heals on its next request instead of being taken for ended.
 * the window that remains (docs/middleware.md): ``end_group`` landing between
   the join's last read of the index and its ``set``.
 """
@@ -91,6 +94,13 @@ def lose_last_member(index: dict[str, Any] | None) -> dict[str, Any]:
     return {**index, "members": index["members"][:-1]}
 
 
+def assert_ended(index: dict[str, Any] | None) -> None:
+    """The index that end_group leaves: no members, and not the first generation."""
+    assert index is not None
+    assert index["members"] == []
+    assert groups.generation_of(index) not in (None, groups.FIRST_GENERATION)
+
+
 # -- WSGI -------------------------------------------------------------------------------------
 
 
@@ -139,7 +149,7 @@ def test_wsgi_a_rejoin_after_end_group_ends_the_session() -> None:
     response = phone.get("/slow")
     assert ended == [1]  # the laptop: the index had lost the phone
     assert "connect.sid=;" in response.headers["Set-Cookie"]  # the phone's session ends here
-    assert MemoryStore.get(memory, INDEX) is None  # no new index, no new generation
+    assert_ended(MemoryStore.get(memory, INDEX))  # the phone's rejoin wrote nothing over it
     assert laptop.get("/").text == "nobody"
     assert phone.get("/").text == "nobody"
 
@@ -153,7 +163,7 @@ def test_wsgi_a_rejoin_ended_between_its_reads_ends_the_session() -> None:
 
     installs["/slow"] = install
     phone.get("/slow")
-    assert MemoryStore.get(memory, INDEX) is None
+    assert_ended(MemoryStore.get(memory, INDEX))
     assert phone.get("/").text == "nobody"
 
 
@@ -181,6 +191,48 @@ def test_wsgi_end_group_between_the_last_read_and_the_set_is_undone() -> None:
     assert phone.get("/").text == "nobody"
 
 
+def test_wsgi_two_first_logins_at_once_join_one_generation() -> None:
+    """Case C: the phone's whole login runs inside the laptop's, between its last read of the
+    index and its set, so the laptop's write loses the phone; the phone heals, and one
+    end_group then ends both."""
+    memory, app, _ = wsgi_world()
+    laptop, phone = TestApp(app), TestApp(app)
+    memory.hooks["before", "set", INDEX] = lambda: phone.get("/login")
+    laptop.get("/login")
+    index = MemoryStore.get(memory, INDEX)
+    assert index is not None
+    assert len(index["members"]) == 1  # the laptop's set wrote over the phone's
+    assert groups.generation_of(index) == groups.FIRST_GENERATION
+    assert phone.get("/").text == "ada"  # lost, not ended: it joins again
+    assert laptop.get("/").text == "ada"
+    index = MemoryStore.get(memory, INDEX)
+    assert index is not None
+    assert len(index["members"]) == 2
+    assert app.end_group(GROUP) == 2
+    assert laptop.get("/").text == "nobody"
+    assert phone.get("/").text == "nobody"
+
+
+def test_wsgi_a_login_after_end_group_joins_the_new_generation() -> None:
+    """Two logins after an end_group, one inside the other as in case C, both join the
+    generation end_group left, and the next end_group ends both."""
+    memory, app, _, laptop, phone = wsgi_two_logins_one_lost()
+    app.end_group(GROUP)
+    left = groups.generation_of(MemoryStore.get(memory, INDEX))
+    tablet, watch = TestApp(app), TestApp(app)
+    memory.hooks["before", "set", INDEX] = lambda: watch.get("/login")
+    tablet.get("/login")
+    assert groups.generation_of(MemoryStore.get(memory, INDEX)) == left
+    assert [browser.get("/").text for browser in (laptop, phone, tablet, watch)] == [
+        "nobody",
+        "nobody",
+        "ada",
+        "ada",
+    ]
+    assert app.end_group(GROUP) == 2
+    assert [browser.get("/").text for browser in (tablet, watch)] == ["nobody", "nobody"]
+
+
 # -- the pure arithmetic, and add_member on a store -------------------------------------------
 
 
@@ -197,6 +249,33 @@ def test_join_base() -> None:
     assert groups.join_base(GROUP, old, ["a"], None, expected=None) == (None, [])  # a fresh generation
     assert groups.join_base(GROUP, old, ["a"], new, expected=None) == (new, ["b"])  # joins what is there
     assert groups.join_base(GROUP, None, [], new, expected=None) == (new, ["b"])
+
+
+def test_first_joins_at_once_are_lost_not_ended() -> None:
+    """Case C at the store: b joins wholly between a's last read and a's set."""
+    memory = Hooked()
+    memory.hooks["before", "set", INDEX] = lambda: groups.add_member(memory, GROUP, "b", until=FAR)
+    joined = groups.add_member(memory, GROUP, "a", until=FAR)
+    index = MemoryStore.get(memory, INDEX)
+    assert joined == (FAR, groups.FIRST_GENERATION)
+    assert groups.membership(index, GROUP, "a", groups.FIRST_GENERATION) == "member"
+    assert groups.membership(index, GROUP, "b", groups.FIRST_GENERATION) == "lost"
+
+
+def test_end_group_leaves_an_empty_index_of_a_new_generation_with_the_same_expiry() -> None:
+    memory = Hooked()
+    groups.add_member(memory, GROUP, "a", until=FAR)
+    before = MemoryStore.get(memory, INDEX)
+    assert groups.end_group(memory, GROUP) == ["a"]
+    after = MemoryStore.get(memory, INDEX)
+    assert_ended(after)
+    assert after is not None
+    assert before is not None
+    assert after["cookie"] == before["cookie"]
+    assert groups.end_group(memory, GROUP) == []
+    assert groups.generation_of(MemoryStore.get(memory, INDEX)) != groups.generation_of(after)
+    groups.end_group(memory, "user:nobody")
+    assert MemoryStore.get(memory, group_sid("user:nobody")) is None  # nothing to end, nothing written
 
 
 def test_a_brand_new_join_joins_the_generation_that_replaced_the_one_it_read() -> None:
@@ -235,7 +314,7 @@ def test_async_add_member_refuses_like_the_sync_one() -> None:
         assert joined is not None
         memory.hooks["after", "get", INDEX] = lambda: agroups.end_group(memory, GROUP)
         assert await agroups.add_member(memory, GROUP, "a", until=FAR, expected=joined[1]) is None
-        assert await AsyncMemoryStore.get(memory, INDEX) is None
+        assert_ended(await AsyncMemoryStore.get(memory, INDEX))
         assert await agroups.add_member(memory, GROUP, "a", until=FAR, expected=joined[1]) is None
 
     asyncio.run(run())
@@ -298,7 +377,7 @@ def test_asgi_a_rejoin_after_end_group_ends_the_session() -> None:
         response = await phone.get("/slow")
         assert ended == [1]
         assert "connect.sid=;" in response.headers["set-cookie"]
-        assert await AsyncMemoryStore.get(memory, INDEX) is None
+        assert_ended(await AsyncMemoryStore.get(memory, INDEX))
         assert (await laptop.get("/")).text == "nobody"
         assert (await phone.get("/")).text == "nobody"
         await laptop.aclose()
@@ -321,6 +400,32 @@ def test_asgi_a_login_does_not_write_an_ended_generation_back() -> None:
         assert (await phone.get("/")).text == "nobody"
         assert (await tablet.get("/")).text == "ada"
         for client in (laptop, phone, tablet):
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_asgi_two_first_logins_at_once_join_one_generation() -> None:
+    async def run() -> None:
+        memory, app, _ = asgi_world()
+        transport = httpx.ASGITransport(app=app)
+        laptop = httpx.AsyncClient(transport=transport, base_url=BASE)
+        phone = httpx.AsyncClient(transport=transport, base_url=BASE)
+
+        async def phone_login() -> None:
+            await phone.get("/login")
+
+        memory.hooks["before", "set", INDEX] = phone_login
+        await laptop.get("/login")
+        index = await AsyncMemoryStore.get(memory, INDEX)
+        assert index is not None
+        assert len(index["members"]) == 1
+        assert (await phone.get("/")).text == "ada"
+        assert (await laptop.get("/")).text == "ada"
+        assert await app.aend_group(GROUP) == 2
+        assert (await laptop.get("/")).text == "nobody"
+        assert (await phone.get("/")).text == "nobody"
+        for client in (laptop, phone):
             await client.aclose()
 
     asyncio.run(run())

@@ -588,7 +588,9 @@ def test_ending_a_group_logs_out_everywhere(make: Any, memory: MemoryStore) -> N
     assert read(phone)["data"] == {}
     assert read(laptop)["data"] == {}
     assert read(other)["data"] == {"user": "bob"}
-    assert memory.get(GROUP_PREFIX + "user:ada") is None
+    index = memory.get(GROUP_PREFIX + "user:ada")
+    assert index is not None
+    assert index["members"] == []  # the group's next generation, empty
 
 
 def test_the_middleware_ends_a_group_from_outside_a_request(make: Any, store: SpyStore) -> None:
