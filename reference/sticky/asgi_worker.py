@@ -34,6 +34,7 @@ from typing import Any
 
 import uvicorn
 
+from storekit.reference.sticky.bpf import HANDSHAKE_SETTLE
 from storekit.reference.sticky.limits import Limits, host_of
 from storekit.reference.sticky.worker import HandoffListener, WorkerSpec
 
@@ -279,15 +280,21 @@ class AsgiWorker:
     async def drain(self) -> None:
         """Take what is queued for this worker, stop taking, and give silent connections their first bytes."""
         listener = self.spec.listener
-        deadline = time.monotonic() + _QUEUE_WINDOW
-        while _readable(listener.fileno()) and time.monotonic() < deadline:
+        handed = isinstance(listener, HandoffListener)
+        now = time.monotonic()
+        deadline = now + _QUEUE_WINDOW
+        # kernel mode: handshakes under way when the master refused new ones still complete
+        settled = now + (0.0 if handed else HANDSHAKE_SETTLE)
+        while (now < settled or _readable(listener.fileno())) and now < deadline:
             if isinstance(listener, HandoffListener):
                 self._take_handed(self.server)
             await asyncio.sleep(0.005)  # kernel mode: asyncio's server accepts them
+            now = time.monotonic()
         if isinstance(listener, HandoffListener):
             asyncio.get_running_loop().remove_reader(listener.fileno())
         for server in self.server.servers:
             server.close()  # stop accepting before the first-bytes window
+        await asyncio.sleep(0.01)  # connections just accepted reach connection_made, and the guard
         first_bytes_by = time.monotonic() + min(FIRST_BYTES, self.spec.limits.header_timeout)
         while self.guard.waiting_for_first_bytes() and time.monotonic() < first_bytes_by:
             await asyncio.sleep(0.01)

@@ -17,6 +17,7 @@ import struct
 import sys
 
 __all__ = [
+    "HANDSHAKE_SETTLE",
     "SO_ATTACH_FILTER",
     "SO_ATTACH_REUSEPORT_CBPF",
     "Insn",
@@ -24,6 +25,7 @@ __all__ = [
     "ip_hash_program",
     "kernel_supported",
     "refuse_new_connections",
+    "refuse_program",
 ]
 
 #: From <asm-generic/socket.h>; the same on every Linux architecture Python runs on but parisc/sparc.
@@ -36,9 +38,14 @@ Insn = tuple[int, int, int, int]  # code, jt, jf, k: one `struct sock_filter`
 # Opcodes from <linux/filter.h> / <linux/bpf_common.h>.
 _LD, _LDX, _ALU, _JMP, _RET, _MISC = 0x00, 0x01, 0x04, 0x05, 0x06, 0x07
 _W, _B, _ABS, _IMM = 0x00, 0x10, 0x20, 0x00
-_ADD, _MUL, _LSH, _RSH, _MOD, _XOR = 0x00, 0x20, 0x60, 0x70, 0x90, 0xA0
+_ADD, _MUL, _AND, _LSH, _RSH, _MOD, _XOR = 0x00, 0x20, 0x50, 0x60, 0x70, 0x90, 0xA0
 _JEQ, _K, _X, _A, _TAX = 0x10, 0x00, 0x08, 0x10, 0x00
 _NET = 0xFFF00000  # SKF_NET_OFF (-0x100000): offsets from the IP header
+_SYN, _ACK = 0x02, 0x10  # TCP header flags, in its byte 13
+
+HANDSHAKE_SETTLE = 0.25
+"""Seconds a listener stays open after :func:`refuse_new_connections` before it is closed, so
+that the handshakes under way then (one round trip from done) complete and are accepted."""
 
 
 def _hash_bytes(offsets: range) -> list[Insn]:
@@ -140,19 +147,38 @@ def attach_reuseport_program(sock: socket.socket, program: list[Insn]) -> None:
     _attach(sock, SO_ATTACH_REUSEPORT_CBPF, program)
 
 
-def refuse_new_connections(sock: socket.socket) -> bool:
-    """Make the listening `sock` drop every packet, so that no new handshake completes on it.
+def refuse_program() -> list[Insn]:
+    """The listener's filter while it stops: drop a SYN that opens a connection, keep the rest.
 
-    Connections already in its accept queue are sockets of their own and stay as
-    they are, so they can be accepted and served before `sock` closes; a client
-    that connects from now on retries its SYN and then sees the port closed,
-    rather than a connection that is reset after it sent its request. False
-    where the system has no socket filters (the caller then just closes).
+    On a listening TCP socket the filter sees each segment from its TCP header
+    on: the SYN of a new connection, and the ACK (or first data) that completes
+    a handshake already under way. Only the first is dropped, so a client that
+    has its SYN-ACK gets a connection that lands in the accept queue, instead of
+    one that the listener's close resets after the client sent its request.
+    """
+    return [
+        (_LD | _B | _ABS, 0, 0, 13),  # A = the TCP flags
+        (_ALU | _AND | _K, 0, 0, _SYN | _ACK),
+        (_JMP | _JEQ | _K, 0, 1, _SYN),  # SYN without ACK: a new connection
+        (_RET | _K, 0, 0, 0),  # drop it
+        (_RET | _K, 0, 0, 0xFFFFFFFF),  # keep everything else whole
+    ]
+
+
+def refuse_new_connections(sock: socket.socket) -> bool:
+    """Make the listening `sock` drop the SYN of every new connection (:func:`refuse_program`).
+
+    Connections already in its accept queue stay as they are, and handshakes
+    under way complete, within :data:`HANDSHAKE_SETTLE` on any sane network; the
+    caller accepts and serves them all before `sock` closes. A client that
+    connects from now on retries its SYN and then sees the port closed, rather
+    than a connection that is reset after it sent its request. False where the
+    system has no socket filters (the caller then just closes).
     """
     if not sys.platform.startswith("linux"):
         return False
     try:
-        _attach(sock, SO_ATTACH_FILTER, [(_RET | _K, 0, 0, 0)])
+        _attach(sock, SO_ATTACH_FILTER, refuse_program())
     except OSError:
         return False
     return True

@@ -177,18 +177,25 @@ class GuardedServer(TcpWSGIServer):  # type: ignore[misc]
                 self.expired += 1
                 channel.will_close = True  # waitress closes it on its next turn of the loop
 
-    def drain(self, timeout: float, loop: Any) -> None:
+    def drain(self, timeout: float, loop: Any, *, settle: float = 0.0) -> None:
         """Accept what is queued, stop accepting, and serve until nothing is in flight or `timeout`.
 
-        `loop(seconds)` runs one turn of waitress's loop. Kept-alive connections with
-        no request are closed; one that has sent nothing yet is given `FIRST_BYTES`
-        seconds (at most its header timeout) to send its request.
+        `loop(seconds)` runs one turn of waitress's loop. For `settle` seconds
+        first, the listener stays open for the handshakes under way when new ones
+        were refused (kernel mode); what they queue is accepted and served. Kept-alive
+        connections with no request are closed; one that has sent nothing yet is
+        given `FIRST_BYTES` seconds (at most its header timeout) to send its request.
         """
         deadline = time.monotonic() + timeout
+        settled = time.monotonic() + min(settle, timeout)
         first_bytes_by = time.time() + min(FIRST_BYTES, self.limits.header_timeout)
-        for _ in range(self.adj.connection_limit):
-            if not self.accept_one():
+        while True:
+            for _ in range(self.adj.connection_limit):
+                if not self.accept_one():
+                    break
+            if time.monotonic() >= settled:
                 break
+            loop(0.01)
         wasyncore.dispatcher.close(self)  # out of the loop's map and closed; waitress's trigger stays
         while time.monotonic() < deadline:
             loop(0.0)

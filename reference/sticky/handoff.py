@@ -30,7 +30,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from storekit.reference.sticky.bpf import refuse_new_connections
+from storekit.reference.sticky.bpf import HANDSHAKE_SETTLE, refuse_new_connections
 from storekit.reference.sticky.limits import host_of
 from storekit.reference.sticky.routing import HEAD_LIMIT, HeadScanner, address_key, slot_for_key
 from storekit.reference.sticky.sockets import Config
@@ -87,6 +87,8 @@ class Handoff:
         self._pause = _PAUSE_FIRST
         self._warned_at = 0.0
         self.retry_at: float | None = None  # when to send again after ETOOMANYREFS
+        self.closing_at: float | None = None  # a drain: when the listener closes
+        self._window = 0.0  # a drain: seconds the heads still coming get once it closes
         self._writing: set[int] = set()  # slots waiting for their socketpair to drain
         self._peeked = bytearray(HEAD_LIMIT)  # one buffer for every peek: the master has one thread
         self._slot_of = functools.lru_cache(maxsize=4096)(self._address_slot)
@@ -99,13 +101,16 @@ class Handoff:
 
     def next_deadline(self) -> float | None:
         deadlines = [head.deadline for head in self.heads.values()]
-        deadlines += [t for t in (self.paused_until, self.retry_at) if t is not None]
+        deadlines += [t for t in (self.paused_until, self.retry_at, self.closing_at) if t is not None]
         return min(deadlines, default=None)
 
     def expire(self, now: float) -> None:
-        """Accept again after a pause; route by peer address the heads that did not come in time."""
+        """Accept again after a pause; close the listener of a drain once its handshakes settled;
+        route by peer address the heads that did not come in time."""
         if self.paused_until is not None and now >= self.paused_until:
             self._resume()
+        if self.closing_at is not None and now >= self.closing_at:
+            self._close_listener(now)
         if self.retry_at is not None and now >= self.retry_at:
             self.retry_at = None
             for slot, backlog in enumerate(self.backlogs):
@@ -116,10 +121,17 @@ class Handoff:
                 self._route_head(fd, head, head.address_slot)
 
     def begin_drain(self, window: float) -> None:
-        """Stop taking connections without dropping any: refuse new handshakes, accept what the kernel
-        queued, close the listener; heads still coming get at most `window` seconds more."""
+        """Stop taking connections without dropping any: refuse new handshakes, and for
+        :data:`HANDSHAKE_SETTLE` seconds more accept what the kernel queues (the handshakes that
+        were under way complete); then close the listener (:meth:`expire`), and give heads still
+        coming at most `window` seconds more."""
         refuse_new_connections(self.listener)
         self._resume()
+        self.closing_at = time.monotonic() + HANDSHAKE_SETTLE
+        self._window = window
+
+    def _close_listener(self, now: float) -> None:
+        self.closing_at = None
         for _ in range(1024):  # 64 each: what a listen backlog can hold, and more
             if not self._accept():
                 break
@@ -128,13 +140,13 @@ class Handoff:
         self.listening = False
         self.paused_until = None
         self.listener.close()
-        last = time.monotonic() + window
+        last = now + self._window
         for head in self.heads.values():
             head.deadline = min(head.deadline, last)
 
     def drained(self) -> bool:
-        """Whether every connection accepted so far is in a worker's socketpair."""
-        return not self.heads and not any(self.backlogs)
+        """Whether the listener is closed and every connection it accepted is in a worker's socketpair."""
+        return self.closing_at is None and not self.heads and not any(self.backlogs)
 
     def _address_slot(self, host: str) -> int:
         return slot_for_key(address_key(host), self.config.workers, self.config.seed)

@@ -8,10 +8,12 @@ connections that arrive meanwhile wait in the slot's backlog or socketpair for
 the replacement, which inherits the same socket.
 
 On SIGTERM nothing accepted is lost: each listening socket first refuses new
-handshakes (a socket filter that drops every packet; queued connections are
-sockets of their own and stay), the hand-off accepts what the kernel queued
-and waits up to a second for heads still coming in, and only once every
-connection is in a worker's hands are the workers told to drain.
+handshakes (a socket filter that drops the SYN of a new connection; queued
+connections are sockets of their own and stay, and handshakes under way
+complete), the hand-off accepts what the kernel queues for a quarter of a
+second more and waits up to a second for heads still coming in, and only once
+every connection is in a worker's hands are the workers told to drain (in
+kernel mode at once: each worker accepts for that quarter second itself).
 
 `shared_sessions()` starts ClusterStore's server (``cluster.setup()``) in the
 master before it loads the app or forks a worker, so that ``ClusterStore()``
@@ -34,7 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from storekit.reference.sticky.bpf import refuse_new_connections
+from storekit.reference.sticky.bpf import HANDSHAKE_SETTLE, refuse_new_connections
 from storekit.reference.sticky.handoff import Handoff
 from storekit.reference.sticky.sockets import Config
 from storekit.reference.sticky.worker import HandoffListener, WorkerSpec, run_worker
@@ -176,7 +178,7 @@ class Master:
         the workers are told to drain once every connection the master holds is in their hands."""
         self.stopping = True
         window = min(_DRAIN_WINDOW, self.config.limits.header_timeout)
-        self.drain_until = time.monotonic() + window
+        self.drain_until = time.monotonic() + HANDSHAKE_SETTLE + window
         if self.handoff is not None:
             self.handoff.begin_drain(window)
         else:

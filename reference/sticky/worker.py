@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from storekit.reference.sticky.app import Interface, interface_of, require_waitress
+from storekit.reference.sticky.bpf import HANDSHAKE_SETTLE
 from storekit.reference.sticky.limits import Limits
 
 if TYPE_CHECKING:
@@ -146,7 +147,9 @@ def run_worker(spec: WorkerSpec) -> int:
         return asgi.run()  # says it is ready itself, once lifespan startup is done
     os.write(spec.ready_fd, b"R")
     os.close(spec.ready_fd)
-    _serve(server, stopping, spec.graceful_timeout)
+    # kernel mode: the handshakes under way when the master refused new ones still complete
+    settle = 0.0 if isinstance(spec.listener, HandoffListener) else HANDSHAKE_SETTLE
+    _serve(server, stopping, spec.graceful_timeout, settle=settle)
     return 0
 
 
@@ -188,7 +191,7 @@ def _make_server(app: WSGIApp, spec: WorkerSpec) -> Any:
     return GuardedServer(app, listener, adj=adj, sockinfo=sockinfo, limits=spec.limits)
 
 
-def _serve(server: Any, stopping: threading.Event, graceful_timeout: float) -> None:
+def _serve(server: Any, stopping: threading.Event, graceful_timeout: float, *, settle: float) -> None:
     from waitress import wasyncore
 
     from storekit.reference.sticky.guard import SWEEP_INTERVAL
@@ -217,6 +220,7 @@ def _serve(server: Any, stopping: threading.Event, graceful_timeout: float) -> N
     server.drain(
         graceful_timeout,
         lambda seconds: wasyncore.loop(timeout=seconds, map=socket_map, use_poll=True, count=1),
+        settle=settle,
     )
     server.task_dispatcher.shutdown(cancel_pending=True, timeout=max(0.0, deadline - time.monotonic()))
     wasyncore.close_all(socket_map)
