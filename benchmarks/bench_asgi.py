@@ -49,27 +49,58 @@ from bench_sticky import free_port, own_cpu, process, tree_cpu  # noqa: E402
 from loadgen import IP_BIND_ADDRESS_NO_PORT, LoadResult, run_load, run_load_parallel, source_addresses  # noqa: E402
 
 from storekit.reference.sticky import StickyServer  # noqa: E402
+from storekit.reference.sticky.routing import slot_for_address  # noqa: E402
 
 # entered: serving; (port, pids whose CPU counts (the first with its descendants), the store's pid or 0)
 Served = tuple[int, list[int], int]
 Server = Callable[[], AbstractContextManager[Served]]
 
-KERNEL, ROUND_ROBIN, UVICORN, GUNICORN = (
-    "storekit serve ip-hash, kernel", "storekit serve round-robin, kernel", "uvicorn --workers",
-    "gunicorn ASGI worker",
+KERNEL, EVEN, ROUND_ROBIN, UVICORN, GUNICORN = (
+    "storekit serve ip-hash, kernel", "storekit serve ip-hash, kernel, even split",
+    "storekit serve round-robin, kernel", "uvicorn --workers", "gunicorn ASGI worker",
 )  # fmt: skip
 WS_STICKY, WS_UVICORN = "storekit serve ip-hash, kernel", "uvicorn --workers (direct)"
 
 
-def sticky(app: Callable[..., Any], workers: int, routing: str, factory: bool) -> Server:
-    @contextlib.contextmanager
-    def serve() -> Iterator[Served]:
-        options = {"workers": workers, "routing": routing, "mode": "kernel", "interface": "asgi"}
-        with StickyServer(app, factory=factory, **options) as server:  # type: ignore[arg-type]
-            assert server.master_pid is not None
-            yield server.port, [server.master_pid], server.master_pid  # the master runs the cluster server
+def heavier_share(sources: list[str], workers: int, seed: int) -> float:
+    """The share of `sources` that ip-hash under `seed` gives its busiest worker."""
+    counts = [0] * workers
+    for address in sources:
+        counts[slot_for_address(address, workers, seed)] += 1
+    return max(counts) / len(sources)
 
-    return serve
+
+def even_seed(sources: list[str], workers: int) -> int:
+    """The first seed under which ip-hash splits `sources` as evenly as they can be split."""
+    best = -(-len(sources) // workers) / len(sources)
+    return next(seed for seed in range(1 << 20) if heavier_share(sources, workers, seed) <= best)
+
+
+class Sticky:
+    """`storekit serve` in kernel mode; ``shares`` collects, per start, the busiest worker's share
+    of the client addresses under the seed that start used (random, unless ``seed`` is given)."""
+
+    def __init__(
+        self,
+        app: Callable[..., Any],
+        workers: int,
+        routing: str,
+        *,
+        sources: list[str],
+        seed: int | None = None,
+        factory: bool = True,
+    ) -> None:
+        self.app, self.workers, self.routing, self.sources, self.seed = app, workers, routing, sources, seed
+        self.factory = factory
+        self.shares: list[float] = []
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[Served]:
+        options = {"workers": self.workers, "routing": self.routing, "mode": "kernel", "interface": "asgi"}
+        with StickyServer(self.app, factory=self.factory, seed=self.seed, **options) as server:  # type: ignore[arg-type]
+            assert server.master_pid is not None
+            self.shares.append(heavier_share(self.sources, self.workers, server.seed))
+            yield server.port, [server.master_pid], server.master_pid  # the master runs the cluster server
 
 
 def command_server(argv: Callable[[int], list[str]], env: dict[str, str], extra: list[int]) -> Server:
@@ -116,11 +147,12 @@ def gunicorn_argv(worker: str, workers: int) -> Callable[[int], list[str]]:
 def http_servers(args: argparse.Namespace, redis_url: str, redis_pid: int) -> tuple[dict[str, Server], str]:
     from storekit.reference.redis import ENV_URL
 
-    n = args.workers
+    n, sources = args.workers, source_addresses(args.sources)
     env = {**os.environ, STORE_ENV: "redis", ENV_URL: redis_url}
     out: dict[str, Server] = {
-        KERNEL: sticky(counter, n, "ip-hash", factory=True),
-        ROUND_ROBIN: sticky(counter, n, "round-robin", factory=True),
+        KERNEL: Sticky(counter, n, "ip-hash", sources=sources),
+        EVEN: Sticky(counter, n, "ip-hash", sources=sources, seed=even_seed(sources, n)),
+        ROUND_ROBIN: Sticky(counter, n, "round-robin", sources=sources),
         UVICORN: command_server(uvicorn_argv("asgi_apps:counter", n, factory=True), env, [redis_pid]),
     }
     worker, gunicorn_note = gunicorn_worker()
@@ -240,8 +272,9 @@ def run_ws_parallel(host: str, port: int, *, processes: int, connections: int, s
 
 
 def ws_servers(args: argparse.Namespace) -> dict[str, Server]:
+    sources = source_addresses(args.sources)
     return {
-        WS_STICKY: sticky(echo, args.workers, "ip-hash", factory=False),
+        WS_STICKY: Sticky(echo, args.workers, "ip-hash", sources=sources, factory=False),
         WS_UVICORN: command_server(uvicorn_argv("asgi_apps:echo", args.workers, False), dict(os.environ), []),
     }
 
@@ -304,7 +337,37 @@ def judge(cell: str, target: float) -> str:
     return "n/a" if cell == "n/a" else ("yes" if float(cell.split()[0]) >= target else "no")
 
 
-def report(args: argparse.Namespace, results: Results, command: str, load: str, gunicorn_note: str) -> str:
+def split_note(args: argparse.Namespace, results: Results, shares: list[float], even: int) -> list[str]:
+    """What the ip-hash row's random seeds did to the split of the addresses, round by round."""
+    if not shares or (KERNEL, "close") not in results or (ROUND_ROBIN, "close") not in results:
+        return []
+    pairs = zip(results[(KERNEL, "close")], results[(ROUND_ROBIN, "close")], strict=True)
+    ratios = [ip_hash[0] / round_robin[0] for ip_hash, round_robin in pairs]
+    rounds = ", ".join(f"{share:.2f}: {ratio:.2f}" for share, ratio in zip(shares, ratios, strict=True))
+    median, even_bound = statistics.median(shares), 1 / args.workers
+    return [
+        "",
+        f"The split: ip-hash sends an address to worker `hash(address, seed) % {args.workers}`, the "
+        f"seed random per start, so {args.sources} addresses split unevenly: over the ip-hash row's "
+        f"rounds the busiest worker had a median {median:.2f} ({min(shares):.2f}-{max(shares):.2f}) "
+        "of them, and a server held back by its busiest worker then serves at most "
+        f"{even_bound:.2f} / that share of round-robin's rate ({even_bound / median:.2f} at the "
+        "median). Round by round, that share: the new-connection ratio to round-robin: "
+        f"{rounds}. The even-split row runs the same server with seed {even}, under which the "
+        "addresses split evenly; it separates what ip-hash routing costs from how a hash happens "
+        "to split a few dozen addresses (with thousands of clients, the busiest worker's share "
+        "tends to an even one).",
+    ]
+
+
+def report(
+    args: argparse.Namespace,
+    results: Results,
+    command: str,
+    load: str,
+    gunicorn_note: str,
+    split: list[str] | None = None,
+) -> str:
     med = {key: statistics.median(s[0] for s in v) for key, v in results.items()}
     cpu = {key: statistics.median(s[1] for s in v) for key, v in results.items()}
     store = {key: statistics.median(s[2] for s in v) for key, v in results.items()}
@@ -347,6 +410,7 @@ def report(args: argparse.Namespace, results: Results, command: str, load: str, 
         "| --- | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     rows = [("ip-hash / round-robin", KERNEL, ROUND_ROBIN, 0.95, ("keep-alive", "close")),
+            ("ip-hash, even split / round-robin", EVEN, ROUND_ROBIN, None, ("keep-alive", "close")),
             ("ip-hash / uvicorn --workers", KERNEL, UVICORN, 1.0, ("keep-alive", "close")),
             ("ip-hash / gunicorn ASGI worker", KERNEL, GUNICORN, None, ("keep-alive", "close")),
             ("websocket echo: sticky / uvicorn direct", WS_STICKY, WS_UVICORN, 0.9, ("ws",))]  # fmt: skip
@@ -359,7 +423,7 @@ def report(args: argparse.Namespace, results: Results, command: str, load: str, 
         if len(kinds) == 1:
             rate, capacity = [rate[0], "-"], [capacity[0], "-"]
         met = "-" if target is None else ", ".join(judge(cell, target) for cell in rate if cell != "-")
-        goal = "baseline" if target is None else f">= {target:.2f}"
+        goal = ("diagnostic" if a == EVEN else "baseline") if target is None else f">= {target:.2f}"
         lines.append(f"| {label} | {' | '.join(rate + capacity)} | {goal} | {met} |")
     lines += [
         "",
@@ -372,6 +436,7 @@ def report(args: argparse.Namespace, results: Results, command: str, load: str, 
         "parser. Both websocket rows run that uvicorn: the sticky one on its kernel-steered socket. "
         "The sticky master's cluster server answers each worker's session reads and writes on one "
         "thread per connection, under the master's GIL.",
+        *(split or []),
     ]
     return "\n".join(lines) + "\n"
 
@@ -402,7 +467,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gunicorn: {gunicorn_note}", flush=True)
         results = measure(args, http, ws_servers(args))
     load = f"{before} / {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
-    section = report(args, results, command, load, gunicorn_note)
+    kernel, even = http[KERNEL], http[EVEN]
+    assert isinstance(kernel, Sticky)
+    assert isinstance(even, Sticky)
+    assert even.seed is not None
+    split = split_note(args, results, kernel.shares, even.seed)
+    section = report(args, results, command, load, gunicorn_note, split)
     print(section)
     if args.write is not None:
         write_section(args.write, args.section, section)

@@ -49,4 +49,13 @@ def test_benchmark_runs_and_writes_its_section(tmp_path: Path) -> None:
     assert "| storekit serve ip-hash, kernel, AsyncClusterStore |" in text
     assert "| uvicorn --workers, AsyncRedisStore |" in text
     assert "| ip-hash / round-robin |" in text
+    assert "| ip-hash, even split / round-robin |" in text
+    assert "The split: ip-hash sends an address to worker" in text
     assert "| websocket echo: sticky / uvicorn direct |" in text
+
+
+def test_the_even_seed_splits_the_addresses_evenly() -> None:
+    sources = source_addresses(64)
+    seed = bench_asgi.even_seed(sources, 2)
+    assert bench_asgi.heavier_share(sources, 2, seed) == 0.5
+    assert bench_asgi.heavier_share(sources, 3, bench_asgi.even_seed(sources, 3)) == 22 / 64
