@@ -344,19 +344,17 @@ def split_note(args: argparse.Namespace, results: Results, shares: list[float], 
     pairs = zip(results[(KERNEL, "close")], results[(ROUND_ROBIN, "close")], strict=True)
     ratios = [ip_hash[0] / round_robin[0] for ip_hash, round_robin in pairs]
     rounds = ", ".join(f"{share:.2f}: {ratio:.2f}" for share, ratio in zip(shares, ratios, strict=True))
-    median, even_bound = statistics.median(shares), 1 / args.workers
+    median = statistics.median(shares)
+    related = statistics.correlation(shares, ratios) if len(set(shares)) > 1 and len(set(ratios)) > 1 else 0.0
     return [
         "",
         f"The split: ip-hash sends an address to worker `hash(address, seed) % {args.workers}`, the "
         f"seed random per start, so {args.sources} addresses split unevenly: over the ip-hash row's "
         f"rounds the busiest worker had a median {median:.2f} ({min(shares):.2f}-{max(shares):.2f}) "
-        "of them, and a server held back by its busiest worker then serves at most "
-        f"{even_bound:.2f} / that share of round-robin's rate ({even_bound / median:.2f} at the "
-        "median). Round by round, that share: the new-connection ratio to round-robin: "
-        f"{rounds}. The even-split row runs the same server with seed {even}, under which the "
-        "addresses split evenly; it separates what ip-hash routing costs from how a hash happens "
-        "to split a few dozen addresses (with thousands of clients, the busiest worker's share "
-        "tends to an even one).",
+        "of them. Round by round, that share: the new-connection ratio to round-robin: "
+        f"{rounds} (correlation {related:.2f}). The even-split row runs the same server with seed "
+        f"{even}, under which the addresses split evenly; it separates what ip-hash routing costs "
+        "from how a hash happens to split a few dozen addresses.",
     ]
 
 
