@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 
 from storekit.contract import AsyncStore
 from storekit.groups import (
-    FIRST_GENERATION,
     GROUP_PREFIX,
     PRUNE_AT,
     ended,
@@ -22,13 +21,20 @@ from storekit.groups import (
     joined,
     left,
     members,
+    new_generation,
 )
 
 __all__ = ["add_member", "end_group", "remove_member"]
 
 
 async def add_member(
-    store: AsyncStore, name: str, sid: str, *, until: float, expected: str | None = None
+    store: AsyncStore,
+    name: str,
+    sid: str,
+    *,
+    until: float,
+    expected: str | None = None,
+    fresh: str | None = None,
 ) -> tuple[float, str] | None:
     """See :func:`storekit.groups.add_member`: the same calls, awaited, and the same window."""
     index = group_sid(name)
@@ -41,7 +47,7 @@ async def add_member(
     found = join_base(name, record, alive, await store.get(index), expected=expected)
     if found is None:
         return None
-    written, until, generation = joined(*found, sid, until=until, generation=FIRST_GENERATION)
+    written, until, generation = joined(*found, sid, until=until, generation=fresh or new_generation())
     await store.set(index, written)
     return until, generation
 

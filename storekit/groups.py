@@ -10,15 +10,17 @@ member.
 
 The ``generation`` names one era of a group, from its first join to its
 ``end_group``; each session records the generation of every index it joined.
-The first index of a group is of generation :data:`FIRST_GENERATION`, the
-same for every joiner, so two sessions creating it at the same instant join
-one generation, and the one whose membership the later write lost finds
-itself missing (same generation, not listed) when it is next loaded, and joins
-again. ``end_group`` does not remove the index: it writes over it an empty one
-of a fresh random generation, with the ended index's expiry (which outlasts
-every member), and joins after it join that generation. A session whose group
-has since been ended finds an index of another generation (or none, once the
-ended one expired along with its members) and is ended when it is next loaded
+An index created where there is none gets :func:`first_generation`: the same
+for every join within one span of ``group_ttl`` seconds, so two sessions
+creating it at the same instant join one generation, and the one whose
+membership the later write lost finds itself missing (same generation, not
+listed) when it is next loaded, and joins again. It is never the generation of
+an earlier index of the group: an index lasts at least ``group_ttl`` from its
+creation, so the one it replaces was created in an earlier span. ``end_group``
+does not remove the index: it writes over it an empty one of a fresh random
+generation with the ended index's expiry (:func:`ended`), and joins after it
+join that generation. A session whose group has since been ended finds an
+index of another generation, or none, and is ended when it is next loaded
 (:func:`membership`), so no session outlives an ``end_group`` of a group it
 had joined, even one whose membership the index lost, but for the window
 below. A session joins again only into the generation it joined
@@ -51,7 +53,6 @@ from storekit.contract import Store
 from storekit.errors import InvalidSessionData, cut
 
 __all__ = [
-    "FIRST_GENERATION",
     "GROUPS_KEY",
     "GROUP_PREFIX",
     "PRUNE_AT",
@@ -60,6 +61,7 @@ __all__ = [
     "check_group_name",
     "end_group",
     "ended",
+    "first_generation",
     "generation_of",
     "group_sid",
     "groups_due",
@@ -79,9 +81,6 @@ GROUP_PREFIX = "storekit.group:"
 
 GROUPS_KEY = "storekit.groups"
 """The reserved key under which a stored session lists its groups."""
-
-FIRST_GENERATION = "first"
-"""The generation of a group's first index, and of one created again after the last expired."""
 
 PRUNE_AT = 64
 """An index with more members than this is pruned of sessions that are gone when joined."""
@@ -135,6 +134,13 @@ def new_generation() -> str:
     return secrets.token_urlsafe(9)
 
 
+def first_generation(now: float, ttl: float) -> str:
+    """The generation of an index created at ``now`` where there is none, for indexes that last at
+    least ``ttl`` seconds from their creation: the same for the whole span of ``ttl`` that holds
+    ``now``, so concurrent first joins agree, and never that of an index created in another span."""
+    return f"t{ttl:g}.{int(now // ttl)}"
+
+
 def membership(record: dict[str, Any] | None, name: str, sid: str, generation: str | None) -> Membership:
     """Where session ``sid``, which joined group ``name``'s index of ``generation``, stands. Pure.
 
@@ -162,7 +168,7 @@ def joined(
     record: dict[str, Any] | None, alive: list[str], sid: str, *, until: float, generation: str
 ) -> tuple[dict[str, Any], float, str]:
     """The index record once ``sid`` joined, until when it lasts (at least ``until``), and its
-    generation (the record's own, or ``generation`` for an index created now: :data:`FIRST_GENERATION`).
+    generation (the record's own, or ``generation`` for an index created now).
 
     Pure: ``alive`` is the members to keep, already pruned by the caller when
     there are more than :data:`PRUNE_AT` of them.
@@ -201,7 +207,7 @@ def join_base(
     ``first`` is gone or of another generation. A write never restores a
     generation that is gone: if the index vanished or changed generation
     between the two reads, a rejoin is refused, and a brand-new join joins what
-    is there now (:data:`FIRST_GENERATION` if nothing is).
+    is there now (or creates an index, if nothing is).
     """
     if expected is not None and (first is None or generation_of(first) != expected):
         return None
@@ -213,9 +219,12 @@ def join_base(
 
 
 def add_member(
-    store: Store, name: str, sid: str, *, until: float, expected: str | None = None
+    store: Store, name: str, sid: str, *, until: float, expected: str | None = None, fresh: str | None = None
 ) -> tuple[float, str] | None:
     """Put ``sid`` in group ``name``, keeping the index until at least ``until``.
+
+    An index created here is of generation ``fresh``: the middleware's
+    :func:`first_generation`, a random one by default.
 
     Returns when the index now expires, and its generation; or None, writing
     nothing, for a session that had joined the index of generation ``expected``
@@ -236,7 +245,7 @@ def add_member(
     found = join_base(name, record, alive, store.get(index), expected=expected)
     if found is None:
         return None
-    written, until, generation = joined(*found, sid, until=until, generation=FIRST_GENERATION)
+    written, until, generation = joined(*found, sid, until=until, generation=fresh or new_generation())
     store.set(index, written)
     return until, generation
 

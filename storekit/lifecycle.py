@@ -272,12 +272,13 @@ def verified_sid(cookie_header: str | None, config: SessionConfig) -> tuple[str 
 class GroupSteps:
     """The group indexes to write before the session is saved: leave some, (re)join others until
     ``until``; ``expected`` is the generation each rejoined index had when the session joined it
-    (a group missing from it is a brand-new join)."""
+    (a group missing from it is a brand-new join), ``fresh`` that of an index a join creates."""
 
     leave: tuple[str, ...]
     join: tuple[str, ...]
     until: float
     expected: Mapping[str, str] = field(default_factory=dict)
+    fresh: str = ""  # the generation of an index a join creates (storekit.groups.first_generation)
 
 
 def group_steps(session: Session, now: float) -> GroupSteps:
@@ -299,6 +300,7 @@ def group_steps(session: Session, now: float) -> GroupSteps:
         tuple(due),
         until,
         {name: expected[name] for name in due if name in expected},
+        _groups.first_generation(now, config.group_ttl),
     )
 
 

@@ -38,6 +38,7 @@ GROUP = "user:ada"
 INDEX = group_sid(GROUP)
 BASE = "http://testserver"
 FAR = 4e9  # an index expiry in 2096
+T0 = 1_795_000_000.0  # 2026-11-17
 
 Hook = tuple[str, str, str]  # (when: "before" | "after", method, sid)
 
@@ -95,10 +96,12 @@ def lose_last_member(index: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def assert_ended(index: dict[str, Any] | None) -> None:
-    """The index that end_group leaves: no members, and not the first generation."""
+    """The index that end_group leaves: no members, and a random generation (a first one has a dot)."""
     assert index is not None
     assert index["members"] == []
-    assert groups.generation_of(index) not in (None, groups.FIRST_GENERATION)
+    generation = groups.generation_of(index)
+    assert generation is not None
+    assert "." not in generation
 
 
 # -- WSGI -------------------------------------------------------------------------------------
@@ -202,7 +205,7 @@ def test_wsgi_two_first_logins_at_once_join_one_generation() -> None:
     index = MemoryStore.get(memory, INDEX)
     assert index is not None
     assert len(index["members"]) == 1  # the laptop's set wrote over the phone's
-    assert groups.generation_of(index) == groups.FIRST_GENERATION
+    assert "." in str(groups.generation_of(index))  # a first generation, the phone's too
     assert phone.get("/").text == "ada"  # lost, not ended: it joins again
     assert laptop.get("/").text == "ada"
     index = MemoryStore.get(memory, INDEX)
@@ -254,12 +257,65 @@ def test_join_base() -> None:
 def test_first_joins_at_once_are_lost_not_ended() -> None:
     """Case C at the store: b joins wholly between a's last read and a's set."""
     memory = Hooked()
-    memory.hooks["before", "set", INDEX] = lambda: groups.add_member(memory, GROUP, "b", until=FAR)
-    joined = groups.add_member(memory, GROUP, "a", until=FAR)
+    first = groups.first_generation(T0, 3600)
+    memory.hooks["before", "set", INDEX] = lambda: groups.add_member(
+        memory, GROUP, "b", until=FAR, fresh=first
+    )
+    joined = groups.add_member(memory, GROUP, "a", until=FAR, fresh=first)
     index = MemoryStore.get(memory, INDEX)
-    assert joined == (FAR, groups.FIRST_GENERATION)
-    assert groups.membership(index, GROUP, "a", groups.FIRST_GENERATION) == "member"
-    assert groups.membership(index, GROUP, "b", groups.FIRST_GENERATION) == "lost"
+    assert joined == (FAR, first)
+    assert groups.membership(index, GROUP, "a", first) == "member"
+    assert groups.membership(index, GROUP, "b", first) == "lost"
+
+
+def test_a_first_generation_is_one_per_span_of_the_group_ttl() -> None:
+    assert groups.first_generation(T0, 3600) == groups.first_generation(T0 // 3600 * 3600 + 3599.9, 3600)
+    assert groups.first_generation(T0, 3600) != groups.first_generation(T0 + 3600, 3600)
+    assert groups.first_generation(T0, 3600) != groups.first_generation(T0, 7200)  # another app's spans
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_lost_member_that_outlives_the_ended_index_is_still_ended() -> None:
+    """Two first logins at once, the 30-day one lost; its group ended; the index that end_group
+    left expires long before that session; a later login creates an index again. The lost session
+    must not pass as a member of it."""
+    clock = Clock()
+    memory = Hooked()
+    memory.clock = clock
+
+    def site(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        session, path = session_of(environ), environ["PATH_INFO"]
+        if path == "/login":
+            session.regenerate()
+            session["user"] = "ada"
+            session.join_group(GROUP)
+            if environ.get("QUERY_STRING") == "remember":
+                session.cookie.max_age = 30 * 86400
+        elif path == "/logout-everywhere":
+            session.end_group(GROUP)
+        start_response("200 OK", [])
+        return [str(session.get("user", "nobody")).encode()]
+
+    app = SessionMiddleware(site, memory, secret=SECRET, clock=clock, group_ttl=3600)
+    laptop, phone, tablet = TestApp(app), TestApp(app), TestApp(app)
+    phone.get("/login")
+    phone_index = MemoryStore.get(memory, INDEX)
+    laptop.get("/login?remember")
+    MemoryStore.set(memory, INDEX, phone_index)  # the phone's write landed last: the laptop is lost
+    clock.now += 600
+    phone.get("/logout-everywhere")
+    clock.now += 2 * 86400  # the index end_group left is gone, the laptop's session is not
+    assert MemoryStore.get(memory, INDEX) is None
+    tablet.get("/login")
+    assert laptop.get("/").text == "nobody"
+    assert tablet.get("/").text == "ada"
 
 
 def test_end_group_leaves_an_empty_index_of_a_new_generation_with_the_same_expiry() -> None:
