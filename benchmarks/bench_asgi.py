@@ -349,12 +349,14 @@ def split_note(args: argparse.Namespace, results: Results, shares: list[float], 
     return [
         "",
         f"The split: ip-hash sends an address to worker `hash(address, seed) % {args.workers}`, the "
-        f"seed random per start, so {args.sources} addresses split unevenly: over the ip-hash row's "
-        f"rounds the busiest worker had a median {median:.2f} ({min(shares):.2f}-{max(shares):.2f}) "
-        "of them. Round by round, that share: the new-connection ratio to round-robin: "
-        f"{rounds} (correlation {related:.2f}). The even-split row runs the same server with seed "
-        f"{even}, under which the addresses split evenly; it separates what ip-hash routing costs "
-        "from how a hash happens to split a few dozen addresses.",
+        f"seed random per start, so the {args.sources} addresses that the new-connection runs take "
+        f"in turn split as the hash falls: over the ip-hash row's rounds the busiest worker had a "
+        f"median {median:.2f} ({min(shares):.2f}-{max(shares):.2f}) of them. Round by round, that "
+        f"share: the new-connection ratio to round-robin: {rounds} (correlation {related:.2f}, "
+        f"over {len(shares)} rounds). The even-split row runs the same server with seed {even}, "
+        f"under which those {args.sources} addresses split evenly, for comparison (the keep-alive "
+        f"runs' {args.connections} connections use only the first addresses of each load process's "
+        "share, which that seed need not split evenly).",
     ]
 
 

@@ -47,12 +47,20 @@ def make_app() -> Callable[..., Any]:
     return socketio.ASGIApp(sio)  # type: ignore[no-any-return]
 
 
-def client_from(url: str, source: str | None) -> tuple[Any, socket.socket | None]:
+def client_from(
+    url: str, source: str | None, *, one_request_per_connection: bool = False
+) -> tuple[Any, socket.socket | None]:
     """A socketio.Client whose connections (polling and websocket) all come from `source`, and the
-    socket its websocket will use (closed by the caller)."""
-    if source is None:
-        return socketio.Client(handle_sigint=False, request_timeout=3), None
+    socket its websocket will use (closed by the caller). With `one_request_per_connection`, every
+    polling request opens a connection of its own (requests otherwise reuses a kept-alive one
+    when it can, which may carry a whole session to one worker by luck)."""
     import requests
+
+    if source is None:
+        http = requests.Session()
+        if one_request_per_connection:
+            http.headers["Connection"] = "close"
+        return socketio.Client(handle_sigint=False, request_timeout=3, http_session=http), None
     from requests.adapters import HTTPAdapter
 
     class FromSource(HTTPAdapter):
@@ -71,9 +79,11 @@ def client_from(url: str, source: str | None) -> tuple[Any, socket.socket | None
     return client, sock
 
 
-def session(url: str, transports: list[str], source: str | None = None) -> tuple[bool, str]:
+def session(
+    url: str, transports: list[str], source: str | None = None, *, one_request_per_connection: bool = False
+) -> tuple[bool, str]:
     """Connect, make a call, join a room and hear of it; (worked, what happened)."""
-    client, sock = client_from(url, source)
+    client, sock = client_from(url, source, one_request_per_connection=one_request_per_connection)
     heard: list[dict[str, Any]] = []
     client.on("joined", heard.append)
     try:
@@ -116,8 +126,8 @@ def test_socketio_asgi_websocket_transport_works_under_round_robin() -> None:
 def test_socketio_asgi_polling_fails_under_round_robin() -> None:
     """Strict rotation (handoff mode) sends the handshake's second request to another worker."""
     with StickyServer(make_app, factory=True, workers=4, routing="round-robin", mode="handoff") as server:
-        for attempt in range(2):
-            worked, what = session(server.url, ["polling"])
+        for attempt in range(3):
+            worked, what = session(server.url, ["polling"], one_request_per_connection=True)
             assert not worked, f"attempt {attempt} worked without stickiness: {what}"
 
 

@@ -9,15 +9,21 @@ until its first data, which then completes it through the filter.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import select
 import selectors
+import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from storekit.reference.sticky.bpf import refuse_new_connections
+from storekit.reference.sticky import StickyServer
+from storekit.reference.sticky.bpf import kernel_supported, refuse_new_connections
+from storekit.testing.http_client import loopback_sources
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "TCP_DEFER_ACCEPT"), reason="Linux socket filters")
 
@@ -87,3 +93,58 @@ def test_a_draining_hand_off_accepts_a_handshake_that_completes_after_the_refusa
         assert select.select([worker_end], [], [], 3)[0], "the connection never reached the worker"
         for sock in (*handoff.channels, *handoff.worker_ends):
             sock.close()
+
+
+def hello(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+
+
+async def ahello(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def answer(sock: socket.socket) -> bytes:
+    data = b""
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(4096):
+            data += chunk
+    return data
+
+
+@pytest.mark.parametrize("interface", ["wsgi", "asgi"])
+@pytest.mark.parametrize(
+    "mode",
+    [pytest.param("kernel", marks=pytest.mark.skipif(not kernel_supported(), reason="Linux")), "handoff"],
+)
+def test_every_connection_queued_in_the_kernel_at_sigterm_is_served(mode: str, interface: str) -> None:
+    """What accepts (the master in handoff mode, the workers in kernel mode) is stopped while 100
+    clients connect and send a request, so that all of them wait in the kernel's queues when the
+    master gets SIGTERM; once it runs again, every one of them is answered, none reset."""
+    app = hello if interface == "wsgi" else ahello
+    server = StickyServer(app, workers=2, routing="round-robin", mode=mode, interface=interface)  # type: ignore[arg-type]
+    server.start()
+    held = [server.master_pid] if mode == "handoff" else list(server.pids.values())
+    clients: list[socket.socket] = []
+    try:
+        for pid in held:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            for source in loopback_sources(100, start=40):  # under the per-address limit
+                client = socket.create_connection((server.host, server.port), 10, (source, 0))
+                client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                clients.append(client)
+            assert server.master_pid is not None
+            os.kill(server.master_pid, signal.SIGTERM)
+        finally:
+            for pid in held:
+                os.kill(pid, signal.SIGCONT)
+        answers = [answer(client) for client in clients]
+        lost = [a[:40] for a in answers if not a.startswith(b"HTTP/1.1 200")]
+        assert not lost, f"{len(lost)} of {len(answers)} queued connections were not served: {lost[:3]}"
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()

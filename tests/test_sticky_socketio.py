@@ -33,9 +33,18 @@ def make_app() -> Callable[..., Any]:
     return socketio.WSGIApp(sio)  # type: ignore[no-any-return]
 
 
-def handshake(url: str) -> tuple[bool, str]:
-    """Connect over polling only and make one call; (worked, what happened)."""
-    client = socketio.Client(handle_sigint=False, request_timeout=3)
+def handshake(url: str, *, one_request_per_connection: bool = False) -> tuple[bool, str]:
+    """Connect over polling only and make one call; (worked, what happened). With
+    `one_request_per_connection`, every polling request opens a connection of its own, as
+    requests from several browsers' tabs or through a proxy do; otherwise requests reuses a
+    kept-alive one when it can, which may carry a whole session to one worker by luck."""
+    http = None
+    if one_request_per_connection:
+        import requests
+
+        http = requests.Session()
+        http.headers["Connection"] = "close"
+    client = socketio.Client(handle_sigint=False, request_timeout=3, http_session=http)
     try:
         client.connect(url, transports=["polling"], wait_timeout=3)
         answer = client.call("echo", "hi", timeout=3)
@@ -63,8 +72,8 @@ def test_socketio_handshake_works_under_ip_hash(mode: str) -> None:
 def test_socketio_handshake_fails_under_round_robin() -> None:
     """Strict rotation (handoff mode) sends the handshake's second connection to another worker."""
     with StickyServer(make_app, factory=True, workers=4, routing="round-robin", mode="handoff") as server:
-        for attempt in range(2):
-            worked, what = handshake(server.url)
+        for attempt in range(3):
+            worked, what = handshake(server.url, one_request_per_connection=True)
             assert not worked, f"attempt {attempt} worked without stickiness: {what}"
 
 

@@ -188,7 +188,6 @@ class GuardedServer(TcpWSGIServer):  # type: ignore[misc]
         """
         deadline = time.monotonic() + timeout
         settled = time.monotonic() + min(settle, timeout)
-        first_bytes_by = time.time() + min(FIRST_BYTES, self.limits.header_timeout)
         while True:
             for _ in range(self.adj.connection_limit):
                 if not self.accept_one():
@@ -197,6 +196,7 @@ class GuardedServer(TcpWSGIServer):  # type: ignore[misc]
                 break
             loop(0.01)
         wasyncore.dispatcher.close(self)  # out of the loop's map and closed; waitress's trigger stays
+        first_bytes_by = time.time() + min(FIRST_BYTES, self.limits.header_timeout)
         while time.monotonic() < deadline:
             loop(0.0)
             now = time.time()

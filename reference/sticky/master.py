@@ -43,6 +43,8 @@ from storekit.reference.sticky.worker import HandoffListener, WorkerSpec, run_wo
 
 __all__ = ["Master", "shared_sessions"]
 
+#: Seconds past its own deadlines that a stopping hand-off gets before the workers drain all the same.
+_DRAIN_SLACK = 0.5
 #: Seconds a stopping master waits for heads still coming in (header routing) before the workers drain.
 _DRAIN_WINDOW = 1.0
 
@@ -178,14 +180,14 @@ class Master:
         the workers are told to drain once every connection the master holds is in their hands."""
         self.stopping = True
         window = min(_DRAIN_WINDOW, self.config.limits.header_timeout)
-        self.drain_until = time.monotonic() + HANDSHAKE_SETTLE + window
+        # a fallback: the hand-off reports drained once its listener closed and its heads are placed
+        self.drain_until = time.monotonic() + HANDSHAKE_SETTLE + window + _DRAIN_SLACK
         if self.handoff is not None:
-            self.handoff.begin_drain(window)
+            self.handoff.begin_drain(window)  # it closes the listener once handshakes settled
         else:
             for sock in self.sockets:
                 refuse_new_connections(sock)  # the workers accept what is queued, then close
-        for sock in self.sockets:
-            sock.close()
+                sock.close()  # the master's copy; each worker holds its own
         for state in self.slots:
             state.respawn_at = None
 
