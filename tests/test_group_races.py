@@ -107,9 +107,12 @@ def assert_ended(index: dict[str, Any] | None) -> None:
 # -- WSGI -------------------------------------------------------------------------------------
 
 
-def wsgi_world() -> tuple[Hooked, SessionMiddleware, dict[str, Callable[[], None]]]:
-    """A store, the app, and the hooks the app installs once its session is loaded (by path)."""
+def wsgi_world(**options: Any) -> tuple[Hooked, SessionMiddleware, dict[str, Callable[[], None]]]:
+    """A store, the app (the middleware with `options`), and the hooks the app installs once its
+    session is loaded (by path). ``/login?remember`` logs in for 30 days."""
     memory = Hooked()
+    if "clock" in options:
+        memory.clock = options["clock"]
     installs: dict[str, Callable[[], None]] = {}
 
     def site(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -118,6 +121,10 @@ def wsgi_world() -> tuple[Hooked, SessionMiddleware, dict[str, Callable[[], None
             session.regenerate()
             session["user"] = "ada"
             session.join_group(GROUP)
+            if environ.get("QUERY_STRING") == "remember":
+                session.cookie.max_age = 30 * 86400
+        elif path == "/logout-everywhere":
+            session.end_group(GROUP)
         else:
             session.get("user")  # loaded: its groups were checked
             install = installs.pop(path, None)
@@ -126,7 +133,7 @@ def wsgi_world() -> tuple[Hooked, SessionMiddleware, dict[str, Callable[[], None
         start_response("200 OK", [])
         return [str(session.get("user", "nobody")).encode()]
 
-    return memory, SessionMiddleware(site, memory, secret=SECRET), installs
+    return memory, SessionMiddleware(site, memory, secret=SECRET, **options), installs
 
 
 def wsgi_two_logins_one_lost() -> tuple[
@@ -287,23 +294,7 @@ def test_a_lost_member_that_outlives_the_ended_index_is_still_ended() -> None:
     left expires long before that session; a later login creates an index again. The lost session
     must not pass as a member of it."""
     clock = Clock()
-    memory = Hooked()
-    memory.clock = clock
-
-    def site(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        session, path = session_of(environ), environ["PATH_INFO"]
-        if path == "/login":
-            session.regenerate()
-            session["user"] = "ada"
-            session.join_group(GROUP)
-            if environ.get("QUERY_STRING") == "remember":
-                session.cookie.max_age = 30 * 86400
-        elif path == "/logout-everywhere":
-            session.end_group(GROUP)
-        start_response("200 OK", [])
-        return [str(session.get("user", "nobody")).encode()]
-
-    app = SessionMiddleware(site, memory, secret=SECRET, clock=clock, group_ttl=3600)
+    memory, app, _ = wsgi_world(clock=clock, group_ttl=3600)
     laptop, phone, tablet = TestApp(app), TestApp(app), TestApp(app)
     phone.get("/login")
     phone_index = MemoryStore.get(memory, INDEX)
