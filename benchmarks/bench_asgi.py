@@ -271,10 +271,16 @@ def run_ws_parallel(host: str, port: int, *, processes: int, connections: int, s
     )  # fmt: skip
 
 
+def ws_used(args: argparse.Namespace) -> list[str]:
+    """The addresses the websocket load connects from: each load process's first ones."""
+    sources, n = source_addresses(args.sources), args.loadgen_processes
+    shares = [args.connections // n + (1 if i < args.connections % n else 0) for i in range(n)]
+    return [address for i, share in enumerate(shares) for address in sources[i::n][:share]]
+
+
 def ws_servers(args: argparse.Namespace) -> dict[str, Server]:
-    sources = source_addresses(args.sources)
     return {
-        WS_STICKY: Sticky(echo, args.workers, "ip-hash", sources=sources, factory=False),
+        WS_STICKY: Sticky(echo, args.workers, "ip-hash", sources=ws_used(args), factory=False),
         WS_UVICORN: command_server(uvicorn_argv("asgi_apps:echo", args.workers, False), dict(os.environ), []),
     }
 
@@ -465,13 +471,25 @@ def main(argv: list[str] | None = None) -> int:
         assert redis.process is not None
         http, gunicorn_note = http_servers(args, redis.url, redis.process.pid)
         print(f"gunicorn: {gunicorn_note}", flush=True)
-        results = measure(args, http, ws_servers(args))
+        ws = ws_servers(args)
+        results = measure(args, http, ws)
     load = f"{before} / {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     kernel, even = http[KERNEL], http[EVEN]
     assert isinstance(kernel, Sticky)
     assert isinstance(even, Sticky)
     assert even.seed is not None
     split = split_note(args, results, kernel.shares, even.seed)
+    ws_sticky = ws[WS_STICKY]
+    assert isinstance(ws_sticky, Sticky)
+    if ws_sticky.shares:
+        held = ws_sticky.shares
+        split += [
+            "",
+            f"The websocket rows' {args.connections} connections come from {len(ws_sticky.sources)} "
+            f"addresses; under ip-hash the busiest worker held a median {statistics.median(held):.2f} "
+            f"({min(held):.2f}-{max(held):.2f}) of them, while uvicorn's workers accept from one shared "
+            "listening socket.",
+        ]
     section = report(args, results, command, load, gunicorn_note, split)
     print(section)
     if args.write is not None:

@@ -51,6 +51,7 @@ def test_benchmark_runs_and_writes_its_section(tmp_path: Path) -> None:
     assert "| ip-hash / round-robin |" in text
     assert "| ip-hash, even split / round-robin |" in text
     assert "The split: ip-hash sends an address to worker" in text
+    assert "The websocket rows' 4 connections come from 4 addresses" in text
     assert "| websocket echo: sticky / uvicorn direct |" in text
 
 
@@ -59,3 +60,11 @@ def test_the_even_seed_splits_the_addresses_evenly() -> None:
     seed = bench_asgi.even_seed(sources, 2)
     assert bench_asgi.heavier_share(sources, 2, seed) == 0.5
     assert bench_asgi.heavier_share(sources, 3, bench_asgi.even_seed(sources, 3)) == 22 / 64
+
+
+def test_the_websocket_load_comes_from_each_load_process_s_first_addresses() -> None:
+    import argparse
+
+    args = argparse.Namespace(sources=64, connections=5, loadgen_processes=2)
+    sources = source_addresses(64)
+    assert bench_asgi.ws_used(args) == [sources[0], sources[2], sources[4], sources[1], sources[3]]
