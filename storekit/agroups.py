@@ -67,7 +67,7 @@ async def end_group(
     index = group_sid(name)
     record = await store.get(index)
     found = members(record, name)
-    written = ended(record, name)
+    written = ended(record)
     if written is not None:
         await store.set(index, written)
     for member in found:

@@ -102,14 +102,7 @@ async def end_request(
         for name in steps.leave:
             await agroups.remove_member(store, name, session.id)
         for name in steps.join:
-            joined = await agroups.add_member(
-                store,
-                name,
-                session.id,
-                until=steps.until,
-                expected=steps.expected.get(name),
-                fresh=steps.fresh,
-            )
+            joined = await agroups.add_member(store, name, session.id, **steps.join_options(name))
             if joined is None:  # the group was ended since this session joined it: end it too
                 await adestroy_record(store, session.id, session.config.clock(), marker=not session.is_new)
                 session.mark_destroyed()

@@ -16,7 +16,8 @@ creating it at the same instant join one generation, and the one whose
 membership the later write lost finds itself missing (same generation, not
 listed) when it is next loaded, and joins again. It is never the generation of
 an earlier index of the group: an index lasts at least ``group_ttl`` from its
-creation, so the one it replaces was created in an earlier span. ``end_group``
+creation (on a store that does not evict it sooner), so the one it replaces was
+created in an earlier span. ``end_group``
 does not remove the index: it writes over it an empty one of a fresh random
 generation with the ended index's expiry (:func:`ended`), and joins after it
 join that generation. A session whose group has since been ended finds an
@@ -258,13 +259,11 @@ def remove_member(store: Store, name: str, sid: str) -> None:
         store.set(index, written)
 
 
-def ended(record: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
-    """The index that ``end_group`` writes over ``record``: no members, a fresh generation, the
-    same expiry; None when there is no index to end. Pure but for the random token."""
-    if record is None:
-        return None
-    members(record, name)  # refuse a record that is not an index
-    return {**record, "members": [], "generation": new_generation()}
+def ended(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The index that ``end_group`` writes over the index ``record`` (one :func:`members` has
+    read): no members, a fresh generation, the same expiry; None when there is no index to end.
+    Pure but for the random token."""
+    return None if record is None else {**record, "members": [], "generation": new_generation()}
 
 
 def end_group(store: Store, name: str, *, destroy: Callable[[str], None] | None = None) -> list[str]:
@@ -280,7 +279,7 @@ def end_group(store: Store, name: str, *, destroy: Callable[[str], None] | None 
     index = group_sid(name)
     record = store.get(index)
     found = members(record, name)
-    written = ended(record, name)
+    written = ended(record)
     if written is not None:
         store.set(index, written)
     for member in found:

@@ -280,6 +280,10 @@ class GroupSteps:
     expected: Mapping[str, str] = field(default_factory=dict)
     fresh: str = ""  # the generation of an index a join creates (storekit.groups.first_generation)
 
+    def join_options(self, name: str) -> dict[str, Any]:
+        """The keywords of ``add_member`` (sync or async) for joining group ``name``."""
+        return {"until": self.until, "expected": self.expected.get(name), "fresh": self.fresh}
+
 
 def group_steps(session: Session, now: float) -> GroupSteps:
     """Which indexes this session must leave, join, or refresh so that they outlive it.

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from test_asgi import Clock
 from webtest import TestApp
 
 from storekit import agroups, groups
@@ -279,14 +280,6 @@ def test_a_first_generation_is_one_per_span_of_the_group_ttl() -> None:
     assert groups.first_generation(T0, 3600) == groups.first_generation(T0 // 3600 * 3600 + 3599.9, 3600)
     assert groups.first_generation(T0, 3600) != groups.first_generation(T0 + 3600, 3600)
     assert groups.first_generation(T0, 3600) != groups.first_generation(T0, 7200)  # another app's spans
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_lost_member_that_outlives_the_ended_index_is_still_ended() -> None:

@@ -34,7 +34,6 @@ from typing import Any
 
 import uvicorn
 
-from storekit.reference.sticky.bpf import HANDSHAKE_SETTLE
 from storekit.reference.sticky.limits import Limits, host_of
 from storekit.reference.sticky.worker import HandoffListener, WorkerSpec
 
@@ -280,11 +279,8 @@ class AsgiWorker:
     async def drain(self) -> None:
         """Take what is queued for this worker, stop taking, and give silent connections their first bytes."""
         listener = self.spec.listener
-        handed = isinstance(listener, HandoffListener)
         now = time.monotonic()
-        deadline = now + _QUEUE_WINDOW
-        # kernel mode: handshakes under way when the master refused new ones still complete
-        settled = now + (0.0 if handed else HANDSHAKE_SETTLE)
+        deadline, settled = now + _QUEUE_WINDOW, now + self.spec.settle
         while (now < settled or _readable(listener.fileno())) and now < deadline:
             if isinstance(listener, HandoffListener):
                 self._take_handed(self.server)

@@ -116,6 +116,12 @@ class WorkerSpec:
     server_options: Mapping[str, Any] = field(default_factory=dict)
     interface: Interface = "wsgi"  # "auto": judged from the app the factory returns
 
+    @property
+    def settle(self) -> float:
+        """Seconds a stopping worker keeps accepting: in kernel mode the handshakes under way when
+        the master refused new ones still complete (bpf.HANDSHAKE_SETTLE); a hand-off has none."""
+        return 0.0 if isinstance(self.listener, HandoffListener) else HANDSHAKE_SETTLE
+
 
 def run_worker(spec: WorkerSpec) -> int:
     """Serve until SIGTERM (drain, then exit 0) or the master's death (exit at once)."""
@@ -147,9 +153,7 @@ def run_worker(spec: WorkerSpec) -> int:
         return asgi.run()  # says it is ready itself, once lifespan startup is done
     os.write(spec.ready_fd, b"R")
     os.close(spec.ready_fd)
-    # kernel mode: the handshakes under way when the master refused new ones still complete
-    settle = 0.0 if isinstance(spec.listener, HandoffListener) else HANDSHAKE_SETTLE
-    _serve(server, stopping, spec.graceful_timeout, settle=settle)
+    _serve(server, stopping, spec.graceful_timeout, settle=spec.settle)
     return 0
 
 
