@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -9,6 +10,7 @@ import signal
 import socket
 import struct
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 
@@ -174,6 +176,43 @@ def test_a_client_that_never_reads_stalls_only_itself(server: ClusterServer, sto
     serves_others(store)
     sock.close()
     serves_others(store)
+
+
+def test_a_client_that_pipelines_without_pause_does_not_starve_others(
+    server: ClusterServer, store: ClusterStore
+) -> None:
+    """One connection sends GETs as fast as it can and reads every reply; the server answers it
+    a batch at a time, serving the other connections between batches."""
+    sock = authenticated(server)
+    chunk = wire.encode_request(wire.GET, b"", b"canary") * 2000
+    stop = threading.Event()
+    received = [0]
+
+    def flood() -> None:
+        with contextlib.suppress(OSError):
+            while not stop.is_set():
+                sock.sendall(chunk)
+
+    def drain() -> None:
+        with contextlib.suppress(OSError):
+            while data := sock.recv(1 << 16):
+                received[0] += len(data)
+
+    threads = [threading.Thread(target=flood), threading.Thread(target=drain)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: received[0] > 1 << 20, what="the flood's first MiB of replies")
+        before = received[0]
+        for _ in range(50):
+            serves_others(store)  # each round within a second
+        assert received[0] > before  # the flood went on meanwhile
+    finally:
+        stop.set()
+        sock.shutdown(socket.SHUT_RDWR)
+        for thread in threads:
+            thread.join(10)
+        sock.close()
 
 
 def test_the_server_checks_sizes_itself(server: ClusterServer, store: ClusterStore) -> None:

@@ -17,6 +17,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -504,3 +505,44 @@ def test_a_forked_child_does_not_hold_the_directory(persisted: Path) -> None:
     if pid == 0:  # the child: its copies of the log and the lock are closed
         os._exit(1 if list(persist._journals) else 0)
     assert os.waitpid(pid, 0)[1] == 0
+
+
+def test_always_replies_to_a_write_once_it_is_on_disk_and_writes_waiting_together_share_an_fsync(
+    persisted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """16 threads set at once, each on its own connection; every fsync is slowed to 50 ms.
+    Each set returns only after an fsync that covered its record (its bytes lie within
+    what was on disk when it returned), and the writes that wait together share one fsync."""
+    cluster.setup(persist=persisted, fsync="always")
+    durable: list[int] = [0]  # bytes of the log known to be on disk
+    fsyncs: list[int] = []
+    real_sync = persist._sync
+
+    def slow_sync(fd: int) -> None:
+        size = os.fstat(fd).st_size
+        time.sleep(0.05)
+        real_sync(fd)
+        fsyncs.append(size)
+        durable[0] = max(durable[0], size)
+
+    monkeypatch.setattr(persist, "_sync", slow_sync)
+    store = ClusterStore()
+    barrier = threading.Barrier(16)
+    seen: dict[str, int] = {}
+
+    def write(i: int) -> None:
+        barrier.wait()
+        store.set(f"grouped-{i}", {"i": i})
+        seen[f"grouped-{i}"] = durable[0]
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    log = max(persisted.glob("log.*"), key=lambda p: int(p.suffix[1:])).read_bytes()
+    for sid, on_disk in seen.items():
+        end = log.index(sid.encode()) + len(sid)
+        assert end <= on_disk, f"set({sid!r}) returned with its record at byte {end}, {on_disk} on disk"
+    assert len(seen) == 16
+    assert len(fsyncs) <= 8, f"16 concurrent writes took {len(fsyncs)} fsyncs"
