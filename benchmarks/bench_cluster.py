@@ -70,9 +70,14 @@ def _own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _own_kernel() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
 def _worker(make: Callable[[], Client], op: str, wid: int, seconds: float, go: Any, out: Any) -> None:
     """Connect and write this worker's sessions, say ready, wait for the go, then
-    time every call for ``seconds``; send back the latencies and the CPU used."""
+    time every call for ``seconds``; send back the CPU used (all, and the kernel's part)
+    and the latencies."""
     get, set_ = make()
     sids = [f"w{wid}-{i:03d}-{'s' * 20}" for i in range(SIDS_PER_WORKER)]
     for sid in sids:
@@ -83,7 +88,7 @@ def _worker(make: Callable[[], Client], op: str, wid: int, seconds: float, go: A
     out.send_bytes(b"ready")
     if not go.wait(60):  # the parent gave up (another worker failed): leave quietly
         return
-    cpu = _own_cpu()
+    cpu, kernel = _own_cpu(), _own_kernel()
     stop = clock() + seconds
     i = 0
     while True:
@@ -94,13 +99,15 @@ def _worker(make: Callable[[], Client], op: str, wid: int, seconds: float, go: A
         i += 1
         if ended >= stop:
             break
-    cpu = _own_cpu() - cpu
-    out.send_bytes(array.array("d", [cpu]).tobytes() + latencies.tobytes())
+    cpu, kernel = _own_cpu() - cpu, _own_kernel() - kernel
+    out.send_bytes(array.array("d", [cpu, kernel]).tobytes() + latencies.tobytes())
     out.close()
 
 
 def measure(backend: Backend, op: str, workers: int, seconds: float) -> dict[str, float]:
-    """All workers start timing together once every one of them is connected and warm."""
+    """All workers start timing together once every one of them is connected and warm.
+    ``own_kernel`` is this process's kernel CPU per operation: the server's, for the backends
+    that serve from this process (cluster, raw)."""
     make, server_cpu = backend
     go = ctx.Event()
     pipes, procs = [], []
@@ -115,16 +122,17 @@ def measure(backend: Backend, op: str, workers: int, seconds: float) -> dict[str
         for receive in pipes:
             if receive.recv_bytes() != b"ready":
                 raise RuntimeError("a worker did not get ready")
-        server_before = server_cpu()
+        server_before, own_kernel = server_cpu(), _own_kernel()
         go.set()
         samples = array.array("d")
-        client_cpu = 0.0
+        client_cpu = client_kernel = 0.0
         for receive in pipes:
             data = array.array("d")
             data.frombytes(receive.recv_bytes())
             client_cpu += data[0]
-            samples.extend(data[1:])
-        server_used = server_cpu() - server_before
+            client_kernel += data[1]
+            samples.extend(data[2:])
+        server_used, own_kernel = server_cpu() - server_before, _own_kernel() - own_kernel
     except EOFError:  # a worker died: say which and how, rather than "EOFError"
         for proc in procs:
             proc.join(5)
@@ -147,7 +155,9 @@ def measure(backend: Backend, op: str, workers: int, seconds: float) -> dict[str
         "p50": ordered[count // 2] * 1e6,
         "p99": ordered[int(count * 0.99)] * 1e6,
         "client_cpu": client_cpu / count * 1e6,
+        "client_kernel": client_kernel / count * 1e6,
         "server_cpu": server_used / count * 1e6,
+        "own_kernel": own_kernel / count * 1e6,
     }
 
 
@@ -264,11 +274,15 @@ def report(
                 ops = paired(cluster4, other, lambda c, p: c["ops"] / p["ops"])
                 cpu = paired(cluster4, other, lambda c, p: _cpu_per_op(p) / _cpu_per_op(c))
                 goal = "" if target is None else f" (target >= {target}x)"
-                lines.append(
+                mine, theirs = results["cluster", op, 4], results[peer, op, 4]
+                line = (
                     f"- {op}, 4 workers: {ops} times {name}'s throughput{goal}; CPU per "
-                    f"operation, clients + server: {_cpu_per_op(results['cluster', op, 4]):.0f} µs against "
-                    f"{_cpu_per_op(results[peer, op, 4]):.0f} µs (ratio {cpu})"
+                    f"operation, clients + server: {_cpu_per_op(mine):.0f} µs against "
+                    f"{_cpu_per_op(theirs):.0f} µs (ratio {cpu})"
                 )
+                if peer == "raw":  # where the difference is: user or kernel time, clients or server
+                    line += f"; of which {_split(mine)} against {_split(theirs)}"
+                lines.append(line)
         if cluster4:
             lines.append(
                 f"- {op}, 4 workers: p99 {results['cluster', op, 4]['p99']:.0f} µs (target < 1000 µs)"
@@ -293,6 +307,16 @@ def report(
 
 def _cpu_per_op(cell: dict[str, float]) -> float:
     return cell["client_cpu"] + cell["server_cpu"]
+
+
+def _split(cell: dict[str, float]) -> str:
+    """User and kernel CPU per operation, clients then server (a server in this process)."""
+    client_user = cell["client_cpu"] - cell["client_kernel"]
+    server_user = cell["server_cpu"] - cell["own_kernel"]
+    return (
+        f"clients {client_user:.0f} user + {cell['client_kernel']:.0f} kernel, "
+        f"server {server_user:.0f} + {cell['own_kernel']:.0f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
