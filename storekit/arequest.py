@@ -79,6 +79,9 @@ async def open_session(
 
     session = cast(AsyncSession, session_class.deferred(config, holder, cookie_sid, load))
     session.renewed = renew
+    session.owes_touch = (
+        renew is not None and isinstance(record, dict) and not lifecycle.renewed_at_load(renew, record)
+    )
     return session, had_cookie
 
 

@@ -110,6 +110,12 @@ class Session(MutableMapping[str, Any]):
     renewed: dict[str, Any] | None = None
     """The cookie a ``renew`` at load touched the session with (None: loaded with ``get``)."""
 
+    owes_touch = False
+    """A renew before the app ran (the ASGI shell loads every session up front) wrote the
+    default cookie over a session with a cookie of its own (its own max age, say): the end
+    touches it back with its own even if the app never used it, so that a request that
+    does not look at the session never shortens its life."""
+
     def __init__(
         self,
         sid: str,
@@ -243,11 +249,13 @@ class Session(MutableMapping[str, Any]):
     def needed_at_end(self) -> bool:
         """Whether the end of the request has this session to decide on (for shells): the app
         used it, or an option that sends the cookie on every response (``rolling``,
-        ``always_set``) has it loaded now. False for a session the app never used, and for one
+        ``always_set``), or a renew at load that it owes a touch (``owes_touch``), has it
+        loaded now. False for any other session the app never used, and for one
         that could not be loaded (logged where it failed): such a request costs no store call."""
         if self.loaded:
             return True
-        if self._failure is not None or not (self.config.rolling or self.config.always_set):
+        config = self.config
+        if self._failure is not None or not (config.rolling or config.always_set or self.owes_touch):
             return False
         try:
             self._ensure(at_end=True)

@@ -551,6 +551,40 @@ def test_an_unchanged_session_is_touched_and_gets_no_cookie(make: Any, store: Sp
     assert set_cookies(again) == []
 
 
+class RenewingSpy(SpyStore):
+    """A SpyStore with renew (get and renew in one call), as every bundled async store has."""
+
+    async def renew(self, sid: str, session: dict[str, Any]) -> Any:
+        return await self._do("renew", sid, session)
+
+
+def test_a_request_that_never_uses_a_remember_me_session_keeps_its_own_lifetime(
+    make: Any, memory: MemoryStore, clock: Clock
+) -> None:
+    """The ASGI shell loads (renews) every session before the app runs, with the default cookie;
+    a session with a cookie of its own is touched back with it at the end, even when the app
+    never looked at it, and gets no header for that."""
+    spy = RenewingSpy(AsyncMemoryStore(sync=memory))
+    app = make(store=spy)  # max_age None: the default cookie lasts the browser session, ttl a day
+    login, health = browse(app, "/remember", "/health")
+    sid = sid_of(login)
+    assert spy.ops() == ["set", "renew", "touch"]
+    assert set_cookies(health) == []
+    assert "vary" not in health.headers
+    clock.now += 2 * 86400  # two days on: the 30-day cookie is valid, and so is its session
+    assert json.loads(get(app, "/read", cookie=cookie(sid)).text)["data"] == {"user": "ada"}
+
+
+def test_a_request_that_never_uses_a_default_session_costs_only_the_renew(
+    make: Any, memory: MemoryStore
+) -> None:
+    spy = RenewingSpy(AsyncMemoryStore(sync=memory))
+    app = make(store=spy, max_age=60)
+    _, health = browse(app, "/inc", "/health")
+    assert spy.ops() == ["set", "renew"]  # the renew at load gave it its cookie: no touch
+    assert set_cookies(health) == []
+
+
 def test_rolling_sends_the_cookie_every_time(make: Any) -> None:
     _, again = browse(make(rolling=True, max_age=60), "/inc", "/read")
     assert len(set_cookies(again)) == 1

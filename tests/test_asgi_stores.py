@@ -90,6 +90,29 @@ def test_over_async_redis_store_the_record_expires_with_the_cookie(server: Redis
     assert 59_000 < raw.pttl("sess:" + sid) <= 60_000
 
 
+def test_over_async_redis_store_a_request_that_never_uses_the_session_keeps_its_own_ttl(
+    server: RedisServer,  # noqa: F811
+    raw: Any,  # noqa: F811
+) -> None:
+    """The load renews with the default cookie (a day here); the end gives a "remember me"
+    session its own 30 days back, though the app never read it."""
+    from storekit.reference.redis import AsyncRedisStore
+
+    async def main() -> str:
+        store = AsyncRedisStore(server.url)
+        app = SessionMiddleware(demo, store, secret=SECRET)
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
+                sid = sid_of(await client.get("/remember"))
+                await client.get("/health")
+                return sid
+        finally:
+            await store.aclose()
+
+    sid = asyncio.run(main())
+    assert raw.pttl("sess:" + sid) > 29 * 86400 * 1000
+
+
 def test_an_async_redis_session_is_read_by_the_wsgi_shell_over_redis_store(
     server: RedisServer,  # noqa: F811
     raw: Any,  # noqa: F811
