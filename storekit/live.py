@@ -9,12 +9,16 @@ state the exact window that remains.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from storekit import lifecycle
 from storekit.contract import AsyncStore, Store
 
 __all__ = ["adestroy_record", "awrite_live", "destroy_record", "write_live"]
+
+T = TypeVar("T")
 
 
 def write_live(store: Store, sid: str, record: dict[str, Any]) -> bool:
@@ -59,10 +63,20 @@ def destroy_record(store: Store, sid: str, now: float, *, marker: bool = True) -
 
 
 async def awrite_live(store: AsyncStore, sid: str, record: dict[str, Any]) -> bool:
-    """The awaited twin of :func:`write_live` (the same calls, the same window)."""
+    """The awaited twin of :func:`write_live` (the same calls, the same window).
+
+    Without ``replace``, its steps run to their end even when the awaiting task
+    is cancelled (a client that hangs up during the save, a server's timeout):
+    stopped between the ``set`` and the look for the marker, it would leave a
+    session that was logged out meanwhile stored again. The cancellation is
+    raised once they are done."""
     replace = getattr(store, "replace", None)
     if callable(replace):
         return bool(await replace(sid, record))
+    return await _to_the_end(_write_then_check(store, sid, record))
+
+
+async def _write_then_check(store: AsyncStore, sid: str, record: dict[str, Any]) -> bool:
     if await store.get(sid) is None:
         return False
     await store.set(sid, record)
@@ -71,6 +85,23 @@ async def awrite_live(store: AsyncStore, sid: str, record: dict[str, Any]) -> bo
         await store.destroy(sid)  # destroyed while we wrote: keep it destroyed
         return False
     return True
+
+
+async def _to_the_end(steps: Coroutine[Any, Any, T]) -> T:
+    """Await ``steps`` to their end, then raise a cancellation that came meanwhile."""
+    task = asyncio.ensure_future(steps)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():  # the steps themselves were cancelled, from outside
+                raise
+            cancelled = True  # asked again at the next turn of a cancel scope: keep waiting
+            continue
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
 
 
 async def adestroy_record(store: AsyncStore, sid: str, now: float, *, marker: bool = True) -> None:

@@ -7,10 +7,13 @@ answer the same; then FastAPI's ``request.session``, websockets, errors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import time
 from collections.abc import MutableMapping
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -29,6 +32,7 @@ from starlette.websockets import WebSocket
 from storekit import StoreUnavailable
 from storekit.asession import AsyncSession
 from storekit.asgi import SessionMiddleware
+from storekit.cookie import sign
 from storekit.reference import AsyncMemoryStore
 
 SECRET = "keyboard cat"
@@ -246,3 +250,88 @@ def test_a_fastapi_app_counts_with_request_session() -> None:
             return [counts, logged_in, before != after, (await client.get("/whoami")).json()]
 
     assert asyncio.run(main()) == [[1, 2, 3], {"n": 3, "user": "ada"}, True, {"n": 3, "user": "ada"}]
+
+
+def test_a_client_hanging_up_during_the_save_does_not_bring_back_a_logged_out_session() -> None:
+    """Starlette's StreamingResponse (ASGI spec below 2.4) cancels the response when the client
+    disconnects. A slow request writes back a session that /logout destroyed while it ran, on a
+    store without replace(); the client hangs up while that write looks for the logout's marker.
+    The write runs to its end and destroys the session again."""
+    sid = "S" * 32
+    gate = {name: asyncio.Event() for name in ("set_sent", "logged_out", "marker_asked", "release", "cut")}
+
+    class Remote(AsyncMemoryStore):  # a store without replace (a third-party one, say)
+        replace = None  # type: ignore[assignment]
+        renew = None  # type: ignore[assignment]
+
+        async def set(self, key: str, session: dict[str, Any]) -> None:
+            if key == sid and not gate["logged_out"].is_set():  # the slow request's write-back
+                gate["set_sent"].set()
+                await gate["logged_out"].wait()
+            await super().set(key, session)
+
+        async def get(self, key: str) -> Any:
+            if key.startswith("storekit.ended:") and gate["logged_out"].is_set():
+                gate["marker_asked"].set()  # the client hangs up now
+                try:
+                    await gate["release"].wait()
+                except asyncio.CancelledError:
+                    gate["cut"].set()  # the look itself was cancelled
+                    raise
+            return await super().get(key)
+
+    store = Remote()
+
+    async def slow(request: Request) -> Response:
+        request.session["cart"] = ["item"]
+        return StreamingResponse(iter([b"x"]))
+
+    async def logout(request: Request) -> Response:
+        await request.session.adestroy()
+        return PlainTextResponse("bye")
+
+    app = Starlette(routes=[Route("/slow", slow), Route("/logout", logout)])
+    app.add_middleware(SessionMiddleware, store=store, secret="s")
+    cookie = b"connect.sid=" + quote(sign(sid, b"s"), safe="").encode()
+
+    async def call(path: str, hang_up: asyncio.Event | None = None) -> list[str]:
+        scope = {
+            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+            "method": "GET", "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+            "query_string": b"", "server": ("testserver", 80), "client": ("127.0.0.1", 1),
+            "headers": [(b"cookie", cookie)],
+        }  # fmt: skip
+        requests = [{"type": "http.request", "body": b""}]
+        sent: list[str] = []
+
+        async def receive() -> dict[str, Any]:
+            if requests:
+                return requests.pop()
+            await (hang_up or asyncio.Event()).wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(message["type"])
+
+        await app(scope, receive, send)
+        return sent
+
+    async def main() -> Any:
+        store.sync.set(sid, {"cookie": {"originalMaxAge": None, "expires": None}, "user": "ada"})
+        request = asyncio.create_task(call("/slow", hang_up=gate["marker_asked"]))
+        await asyncio.wait_for(
+            gate["set_sent"].wait(), 5
+        )  # it read the session live; its write is on the way
+        assert await call("/logout") == ["http.response.start", "http.response.body"]
+        gate["logged_out"].set()
+        await asyncio.wait_for(gate["marker_asked"].wait(), 5)
+        deadline = time.monotonic() + 5
+        while not (gate["cut"].is_set() or any(t.cancelling() for t in asyncio.all_tasks())):
+            assert time.monotonic() < deadline, "Starlette did not cancel the response on the disconnect"
+            await asyncio.sleep(0.001)  # until the disconnect has made Starlette cancel the response
+        gate["release"].set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(request, 5)
+        return store.sync.get(sid)
+
+    assert asyncio.run(main()) is None
