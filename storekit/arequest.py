@@ -82,7 +82,21 @@ async def open_session(
     session.owes_touch = (
         renew is not None and isinstance(record, dict) and not lifecycle.renewed_at_load(renew, record)
     )
+    if session.owes_touch:
+        session.own_record = record
     return session, had_cookie
+
+
+async def undo_renew(session: AsyncSession, store: AsyncStore) -> None:
+    """For a request that fails (the app raised, or answered 5xx), which saves nothing: give a
+    session that the renew at load touched with the default cookie its own record back, as a
+    store's ``get`` would have left it (``Session.owes_touch``)."""
+    record = session.own_record
+    if record is None or session.destroyed or session.id != session.cookie_sid:
+        return
+    session.owes_touch, session.own_record = False, None
+    if isinstance(store, SupportsAsyncTouch):
+        await store.touch(session.id, record)
 
 
 async def end_request(
@@ -97,6 +111,8 @@ async def end_request(
     """See :func:`storekit.request.end_request`: the group indexes, then ``touch``, ``set``, or
     the live write of a loaded session, then the plan; raises what the store raises, before any
     header is decided."""
+    if status >= 500:
+        await undo_renew(session, store)
     if not session.needed_at_end():
         return lifecycle.untouched_plan(session.cookie_sid or "")
     if not session.destroyed and status < 500:

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from storekit import agroups
-from storekit.arequest import end_request, open_session
+from storekit.arequest import end_request, open_session, undo_renew
 from storekit.asession import AsyncSession, WebSocketSession
 from storekit.contract import AsyncStore
 from storekit.lifecycle import vary_cookie
@@ -180,6 +180,20 @@ class _Exchange:
         self.failed = False
 
     async def run(self, scope: Scope, receive: Receive) -> None:
+        try:
+            await self._run(scope, receive)
+        except BaseException:
+            if not self.started:  # nothing is saved; the renew at load is undone
+                await self.undo_renew()
+            raise
+
+    async def undo_renew(self) -> None:
+        try:
+            await undo_renew(self.session, self.middleware.store)
+        except Exception:  # the app's exception is the one to see
+            log.exception("storekit: could not give session %s its own cookie back", _short(self.session.id))
+
+    async def _run(self, scope: Scope, receive: Receive) -> None:
         try:
             await self.middleware.app(scope, receive, self.send)  # raises before start: nothing is saved
         except SessionUnavailable as exc:

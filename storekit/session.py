@@ -114,7 +114,11 @@ class Session(MutableMapping[str, Any]):
     """A renew before the app ran (the ASGI shell loads every session up front) wrote the
     default cookie over a session with a cookie of its own (its own max age, say): the end
     touches it back with its own even if the app never used it, so that a request that
-    does not look at the session never shortens its life."""
+    does not look at the session never shortens its life; a request that fails gives it back
+    the record it had (``own_record``)."""
+
+    own_record: dict[str, Any] | None = None
+    """With ``owes_touch``, the record as the renew found it, its own cookie included."""
 
     def __init__(
         self,

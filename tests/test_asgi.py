@@ -8,6 +8,7 @@ AsyncMemoryStore behind a spy that records and can fail each call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -572,6 +573,22 @@ def test_a_request_that_never_uses_a_remember_me_session_keeps_its_own_lifetime(
     assert set_cookies(health) == []
     assert "vary" not in health.headers
     clock.now += 2 * 86400  # two days on: the 30-day cookie is valid, and so is its session
+    assert json.loads(get(app, "/read", cookie=cookie(sid)).text)["data"] == {"user": "ada"}
+
+
+@pytest.mark.parametrize("path", ["/boom", "/fail"], ids=["raises", "answers 500"])
+def test_a_failing_request_gives_a_remember_me_session_its_own_lifetime_back(
+    make: Any, memory: MemoryStore, clock: Clock, path: str
+) -> None:
+    """A failing request saves nothing; the renew at load, which wrote the default cookie,
+    is undone with a touch of the record as it was."""
+    spy = RenewingSpy(AsyncMemoryStore(sync=memory))
+    app = make(store=spy)
+    sid = sid_of(get(app, "/remember"))
+    with contextlib.suppress(RuntimeError):
+        get(app, path, cookie=cookie(sid))
+    assert spy.ops() == ["set", "renew", "touch"]
+    clock.now += 2 * 86400
     assert json.loads(get(app, "/read", cookie=cookie(sid)).text)["data"] == {"user": "ada"}
 
 
