@@ -79,10 +79,7 @@ async def open_session(
 
     session = cast(AsyncSession, session_class.deferred(config, holder, cookie_sid, load))
     session.renewed = renew
-    session.owes_touch = (
-        renew is not None and isinstance(record, dict) and not lifecycle.renewed_at_load(renew, record)
-    )
-    if session.owes_touch:
+    if renew is not None and isinstance(record, dict) and not lifecycle.renewed_at_load(renew, record):
         session.own_record = record
     return session, had_cookie
 
@@ -94,7 +91,7 @@ async def undo_renew(session: AsyncSession, store: AsyncStore) -> None:
     record = session.own_record
     if record is None or session.destroyed or session.id != session.cookie_sid:
         return
-    session.owes_touch, session.own_record = False, None
+    session.own_record = None
     if isinstance(store, SupportsAsyncTouch):
         await store.touch(session.id, record)
 

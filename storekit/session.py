@@ -110,15 +110,17 @@ class Session(MutableMapping[str, Any]):
     renewed: dict[str, Any] | None = None
     """The cookie a ``renew`` at load touched the session with (None: loaded with ``get``)."""
 
-    owes_touch = False
-    """A renew before the app ran (the ASGI shell loads every session up front) wrote the
-    default cookie over a session with a cookie of its own (its own max age, say): the end
-    touches it back with its own even if the app never used it, so that a request that
-    does not look at the session never shortens its life; a request that fails gives it back
-    the record it had (``own_record``)."""
-
     own_record: dict[str, Any] | None = None
-    """With ``owes_touch``, the record as the renew found it, its own cookie included."""
+    """Set where a renew before the app ran (the ASGI shell loads every session up front)
+    wrote the default cookie over a session with a cookie of its own (its own max age, say):
+    the record as the renew found it, its own cookie included (see ``owes_touch``)."""
+
+    @property
+    def owes_touch(self) -> bool:
+        """The end touches the session back with its own cookie even if the app never used it,
+        so that a request that does not look at it never shortens its life; a request that
+        fails gives it back ``own_record``."""
+        return self.own_record is not None
 
     def __init__(
         self,

@@ -592,6 +592,37 @@ def test_a_failing_request_gives_a_remember_me_session_its_own_lifetime_back(
     assert json.loads(get(app, "/read", cookie=cookie(sid)).text)["data"] == {"user": "ada"}
 
 
+def test_a_logout_while_a_request_fails_stays_final(make: Any, memory: MemoryStore) -> None:
+    """A request fails (500) after another request of the session logged out: giving the
+    failing request's session its own cookie back (a touch) does not bring it back."""
+    spy = RenewingSpy(AsyncMemoryStore(sync=memory))
+    loaded, release = asyncio.Event(), asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/slow-fail":
+            loaded.set()
+            await release.wait()
+            await send({"type": "http.response.start", "status": 500, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            await demo(scope, receive, send)
+
+    middleware = make(app, store=spy)
+    sid = sid_of(get(middleware, "/remember"))
+
+    async def main() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=middleware), base_url=BASE) as client:
+            failing = asyncio.create_task(client.get("/slow-fail", headers={"cookie": cookie(sid)}))
+            await asyncio.wait_for(loaded.wait(), 5)
+            await client.get("/destroy", headers={"cookie": cookie(sid)})
+            release.set()
+            assert (await failing).status_code == 500
+
+    asyncio.run(main())
+    assert spy.ops()[-1] == "touch"  # the failing request gave back its own cookie, to no session
+    assert memory.get(sid) is None
+
+
 def test_a_request_that_never_uses_a_default_session_costs_only_the_renew(
     make: Any, memory: MemoryStore
 ) -> None:
