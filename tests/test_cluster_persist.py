@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import random
+import resource
 import shutil
 import signal
 import stat
@@ -26,13 +28,14 @@ from typing import Any
 import pytest
 from helpers import wait_until
 
-from storekit import InvalidSessionData, StoreError, expires_in
+from storekit import InvalidSessionData, StoreError, StoreUnavailable, expires_in
 from storekit.reference import cluster
 from storekit.reference.cluster import Address, AsyncClusterStore, ClusterStore, persist, records
 
 MASTER = """
-import os, sys
+import os, signal, sys
 from storekit.reference import cluster
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past RLIMIT_FSIZE, a write fails with EFBIG instead
 from storekit.reference.cluster import persist
 persist.COMPACT_MIN_BYTES = int(sys.argv[3])
 cluster.setup(persist=sys.argv[1], fsync=sys.argv[2])
@@ -546,3 +549,241 @@ def test_always_replies_to_a_write_once_it_is_on_disk_and_writes_waiting_togethe
         assert end <= on_disk, f"set({sid!r}) returned with its record at byte {end}, {on_disk} on disk"
     assert len(seen) == 16
     assert len(fsyncs) <= 8, f"16 concurrent writes took {len(fsyncs)} fsyncs"
+
+
+# A full disk, a log that cannot be trusted, a compaction racing a touch
+
+
+def test_a_full_disk_refuses_changes_and_loses_nothing_it_answered(
+    clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A real master whose log may not grow (RLIMIT_FSIZE, so os.write fails with EFBIG, as
+    with ENOSPC): every change is refused with StoreUnavailable and not made, reads go on,
+    a write cut off in the middle is taken back off the log; once the log may grow again,
+    changes are taken; after a SIGKILL the next master serves exactly what was answered."""
+    data = tmp_path / "sessions"
+    with master(clean_env, data, "always") as (first, address):
+        store = ClusterStore(address=address, timeout=5)
+        for sid in "abc":
+            store.set(sid, {"sid": sid})
+        log_file = data / "log.0"
+        size = log_file.stat().st_size
+        hard = resource.prlimit(first.pid, resource.RLIMIT_FSIZE)[1]
+        resource.prlimit(first.pid, resource.RLIMIT_FSIZE, (size, hard))
+        refusals: list[Any] = [
+            lambda: store.set("d", {"sid": "d"}),
+            lambda: store.destroy("a"),
+            lambda: store.touch("b", {"sid": "b", "cookie": expires_in(60)}),
+            lambda: store.replace("c", {"sid": "c", "changed": True}),
+            lambda: store.renew("c", {"cookie": expires_in(60)}),
+            store.clear,
+        ]
+        for refused in refusals:
+            with pytest.raises(StoreUnavailable) as info:
+                refused()
+            message = str(info.value)
+            for part in ("cannot write to its log", str(data), "did not make the change", "free disk space"):
+                assert part in message
+        assert store.all() == {sid: {"sid": sid} for sid in "abc"}  # nothing changed
+        assert store.length() == 3
+        resource.prlimit(first.pid, resource.RLIMIT_FSIZE, (size + 10, hard))  # room for part of a record
+        with pytest.raises(StoreUnavailable):
+            store.set("e", {"sid": "e", "pad": "x" * 100})
+        assert log_file.stat().st_size == size  # the part written was taken back off
+        resource.prlimit(first.pid, resource.RLIMIT_FSIZE, (hard, hard))
+        store.set("d", {"sid": "d"})
+        store.destroy("c")
+        first.kill()
+        first.wait()
+        with master(env_of(clean_env, address), data, "always") as _:
+            assert store.all() == {sid: {"sid": sid} for sid in "abd"}
+    shutil.rmtree(os.path.dirname(address.path), ignore_errors=True)
+
+
+def test_a_failed_compaction_leaves_no_headerless_log_and_the_next_one_succeeds(
+    persisted: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The header of the compaction's new log cannot be written (the disk is full): no file is
+    left behind that a later compaction would append records to with no header (which the next
+    master would refuse); a later compaction succeeds and a restart finds every session."""
+    monkeypatch.setattr(persist, "COMPACT_MIN_BYTES", 20_000)
+    real_write = persist._write_all
+    failed: list[int] = []
+
+    def header_fails_once(fd: int, data: bytes, offset: int | None = None) -> None:
+        if data == records.header(records.LOG_MAGIC, 1) and not failed:
+            failed.append(fd)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(fd, data, offset)
+
+    monkeypatch.setattr(persist, "_write_all", header_fails_once)
+    caplog.set_level(logging.INFO, logger="storekit.cluster")
+    cluster.setup(persist=persisted, fsync="no")
+    store = ClusterStore()
+    pad = "x" * 200
+    for i in range(120):  # past 20,000 bytes: the first compaction is due, and fails
+        store.set(f"s{i}", {"i": i, "pad": pad})
+    wait_until(lambda: any("compacting the log" in r.getMessage() for r in caplog.records), what="no failure")
+    assert failed
+    assert not (persisted / "log.1").exists()
+    assert not (persisted / "snapshot").exists()
+    for i in range(120, 240):  # 20,000 more bytes: tried again
+        store.set(f"s{i}", {"i": i, "pad": pad})
+    wait_until(lambda: (persisted / "snapshot").exists(), what="the second compaction wrote no snapshot")
+    wait_until(lambda: not (persisted / "log.0").exists(), what="the old log was not removed")
+    store.set("after", {"i": -1})  # into log.1, after its header
+    cluster.shutdown()
+    assert (persisted / "log.1").read_bytes().startswith(records.header(records.LOG_MAGIC, 1))
+    cluster.setup(persist=persisted)
+    expected = {f"s{i}": {"i": i, "pad": pad} for i in range(240)} | {"after": {"i": -1}}
+    assert ClusterStore().all() == expected
+
+
+@pytest.mark.parametrize("cut", [0, 5])
+def test_a_log_with_a_cut_header_is_started_again_and_kept(
+    persisted: Path, caplog: pytest.LogCaptureFixture, cut: int
+) -> None:
+    """A master killed while it wrote the header of a compaction's new log leaves that log
+    empty or with part of its header: the next master starts it again and appends to it."""
+    write_and_stop(persisted, SESSIONS)
+    (persisted / "log.1").write_bytes(records.header(records.LOG_MAGIC, 1)[:cut])
+    os.chmod(persisted / "log.1", 0o600)
+    caplog.set_level(logging.WARNING, logger="storekit.cluster")
+    cluster.setup(persist=persisted)
+    assert any("has a cut header" in r.getMessage() for r in caplog.records)
+    ClusterStore().set("after", {"ok": True})
+    cluster.shutdown()
+    assert (persisted / "log.1").read_bytes().startswith(records.header(records.LOG_MAGIC, 1))
+    cluster.setup(persist=persisted)
+    assert ClusterStore().all() == SESSIONS | {"after": {"ok": True}}
+
+
+def journal_of_this_process() -> persist.Journal:
+    server = cluster.master._server
+    assert server is not None
+    assert server.journal is not None
+    return server.journal
+
+
+def test_a_log_that_cannot_be_trusted_refuses_changes_until_a_snapshot_mends_it(
+    persisted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log is swapped for /dev/full: a write fails (ENOSPC) and cutting it back off fails
+    too, so the log may end inside a record. Every change is refused from then on, reads go
+    on, until the compaction thread has written a snapshot of memory (its first two tries fail:
+    they start one new log, not one each); then changes are taken again, and a restart finds
+    every session the master answered for."""
+    monkeypatch.setattr(persist, "RETRY_SECONDS", 0.2)
+    cluster.setup(persist=persisted, fsync="no")
+    store = ClusterStore()
+    for sid, session in SESSIONS.items():
+        store.set(sid, session)
+    journal = journal_of_this_process()
+    server = cluster.master._server
+    assert server is not None
+    mend, real_compact = threading.Event(), journal.compact
+
+    def held_back() -> None:  # the refusals are seen before the snapshot mends the journal
+        mend.wait(10)
+        real_compact()
+
+    monkeypatch.setattr(journal, "compact", held_back)
+    real_snapshot, tries = journal._write_snapshot, []
+
+    def fails_twice(*args: Any) -> int | None:
+        tries.append(args)
+        if len(tries) <= 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_snapshot(*args)
+
+    monkeypatch.setattr(journal, "_write_snapshot", fails_twice)
+    full = os.open("/dev/full", os.O_WRONLY | os.O_CLOEXEC)
+    with server._lock:
+        real, journal.fd = journal.fd, full
+    os.close(real)
+    with pytest.raises(StoreUnavailable) as info:
+        store.set("lost", {"x": 1})
+    assert "cut a failed write back off its log" in str(info.value)
+    assert "takes no change until it has written a snapshot" in str(info.value)
+    with pytest.raises(StoreUnavailable):
+        store.destroy("s0")
+    assert store.all() == SESSIONS
+    assert not (persisted / "snapshot").exists()
+    mend.set()
+    wait_until(lambda: journal.broken is None, what="the journal was not mended")
+    assert len(tries) == 3
+    assert sorted(path.name for path in persisted.glob("log.*")) == ["log.1"]
+    assert (persisted / "snapshot").exists()
+    store.set("after", {"ok": True})
+    cluster.shutdown()
+    cluster.setup(persist=persisted)
+    assert ClusterStore().all() == SESSIONS | {"after": {"ok": True}}
+
+
+def test_a_failed_fsync_refuses_changes_until_a_snapshot_mends_it(
+    persisted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsync="always" and fsync fails (EIO: the kernel may have dropped the pages): the write
+    of that batch is not answered, and every change is refused, the compaction's tries
+    failing too, until an fsync works and a snapshot is on disk; then the master takes
+    changes again and keeps every session it holds."""
+    monkeypatch.setattr(persist, "RETRY_SECONDS", 0.2)
+    cluster.setup(persist=persisted, fsync="always")
+    store = ClusterStore()
+    store.set("before", {"ok": True})
+    real_sync = persist._sync
+    failing = threading.Event()
+    failing.set()
+
+    def sync(fd: int) -> None:
+        if failing.is_set():
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_sync(fd)
+
+    monkeypatch.setattr(persist, "_sync", sync)
+    with pytest.raises(StoreUnavailable):
+        store.set("unanswered", {"ok": True})
+    journal = journal_of_this_process()
+    assert journal.broken is not None
+    assert "fsync its log" in journal.broken
+    with pytest.raises(StoreUnavailable) as info:
+        store.set("refused", {"ok": True})
+    assert "takes no change until it has written a snapshot" in str(info.value)
+    assert store.get("before") == {"ok": True}
+    assert store.get("refused") is None
+    failing.clear()
+    wait_until(lambda: journal.broken is None, what="the journal was not mended")
+    store.set("after", {"ok": True})
+    held = store.all()
+    assert {"before", "after"} <= set(held)
+    cluster.shutdown()
+    cluster.setup(persist=persisted)
+    assert ClusterStore().all() == held
+
+
+def test_a_session_touched_while_the_snapshot_is_written_survives_it(
+    persisted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compaction copies the state, then writes the snapshot outside the lock. A session
+    about to expire that a touch renews in between must stay in the snapshot: the touch is in
+    the new log, and a replay applies it only to a session the snapshot holds."""
+    cluster.setup(persist=persisted, fsync="no")
+    store = ClusterStore()
+    store.set("renewed", {"user": "ada", "cookie": expires_in(30)})
+    journal = journal_of_this_process()
+    server = cluster.master._server
+    assert server is not None
+    real_write = journal._write_snapshot
+    later = time.time() + 60  # past the session's first expiry
+    renewed_cookie = expires_in(3600)
+
+    def touched_in_between(*args: Any) -> int | None:
+        store.touch("renewed", {"user": "ada", "cookie": renewed_cookie})
+        server.state.clock = lambda: later  # the snapshot is written after the old expiry
+        return real_write(*args)
+
+    monkeypatch.setattr(journal, "_write_snapshot", touched_in_between)
+    journal.compact()
+    cluster.shutdown()
+    cluster.setup(persist=persisted)
+    assert ClusterStore().get("renewed") == {"user": "ada", "cookie": renewed_cookie}

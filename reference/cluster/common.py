@@ -346,6 +346,8 @@ def _unexpected(reply: bytes) -> NoReturn:
         code, message = wire.decode_error(wire.reply_payload(reply))
         if code == wire.ERR_INVALID_DATA:
             raise InvalidSessionData(message)
+        if code == wire.ERR_UNAVAILABLE:
+            raise StoreUnavailable(message)
         raise StoreError(f"the cluster server refused the request: {message}")
     raise StoreError(f"the cluster server sent an unexpected reply {cut(reply)}")
 

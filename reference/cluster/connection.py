@@ -10,7 +10,9 @@ header, never copied; LENGTH, CLEAR and ALL take the lock for a slice of
 work at a time (:func:`_long`); a request over the server's limit (a client
 that allows larger sessions than the master) gets an error reply and its
 bytes are skipped, so the requests pipelined with it on the connection are
-answered as if it had not been sent. It returns when the peer hangs up, or, once
+answered as if it had not been sent; a change the journal cannot log (a full
+disk) is refused with an ``ERR_UNAVAILABLE`` reply, and the state left as it
+was (``state.Unlogged``). It returns when the peer hangs up, or, once
 the connection has been idle for its SO_RCVTIMEO, with what it had sent of
 its next frame, so that the server can watch it without a thread.
 
@@ -27,7 +29,7 @@ import threading
 from typing import TYPE_CHECKING, Final
 
 from storekit.reference.cluster import wire
-from storekit.reference.cluster.state import ClusterState
+from storekit.reference.cluster.state import ClusterState, Unlogged
 
 if TYPE_CHECKING:
     from storekit.reference.cluster.persist import Journal
@@ -97,7 +99,7 @@ def serve(
     recv_into, limit, next_request = sock.recv_into, max_frame, _next
     get, set_, touch, destroy = state.get, state.set, state.touch, state.destroy
     found_frame, found_header = wire.found_frame, wire.found_header
-    error_frame, invalid = wire.error_frame, wire.ERR_INVALID_DATA
+    error_frame, invalid, unavailable = wire.error_frame, wire.ERR_INVALID_DATA, wire.ERR_UNAVAILABLE
     durable = journal if journal is not None and journal.sync_each else None
     synced = 0
     discard = 0  # bytes still to come of a request over the limit, skipped as they arrive
@@ -115,47 +117,50 @@ def serve(
             with lock:
                 while True:
                     op, namespace, sid, value, end = request
-                    if op == _GET:
-                        found = get(namespace, sid)
-                        if found is None:
-                            out.append(_MISSING_FRAME)
-                        elif len(found) < COPY_LIMIT:
-                            out.append(found_frame(found))
-                            pending += len(found)
-                        else:  # sent as stored: a reference, not a copy
-                            out += (found_header(found), found)
-                            pending += len(found)
-                    elif op == _SET:
-                        error = set_(namespace, sid, value)
-                        out.append(_OK_FRAME if error is None else error_frame(invalid, error))
-                    elif op == _TOUCH:
-                        error = touch(namespace, sid, value)
-                        out.append(_OK_FRAME if error is None else error_frame(invalid, error))
-                    elif op == _DESTROY:
-                        destroy(namespace, sid)
-                        out.append(_OK_FRAME)
-                    elif op == _REPLACE:
-                        replaced = state.replace(namespace, sid, value)
-                        if isinstance(replaced, str):
-                            out.append(error_frame(invalid, replaced))
+                    try:
+                        if op == _GET:
+                            found = get(namespace, sid)
+                            if found is None:
+                                out.append(_MISSING_FRAME)
+                            elif len(found) < COPY_LIMIT:
+                                out.append(found_frame(found))
+                                pending += len(found)
+                            else:  # sent as stored: a reference, not a copy
+                                out += (found_header(found), found)
+                                pending += len(found)
+                        elif op == _SET:
+                            error = set_(namespace, sid, value)
+                            out.append(_OK_FRAME if error is None else error_frame(invalid, error))
+                        elif op == _TOUCH:
+                            error = touch(namespace, sid, value)
+                            out.append(_OK_FRAME if error is None else error_frame(invalid, error))
+                        elif op == _DESTROY:
+                            destroy(namespace, sid)
+                            out.append(_OK_FRAME)
+                        elif op == _REPLACE:
+                            replaced = state.replace(namespace, sid, value)
+                            if isinstance(replaced, str):
+                                out.append(error_frame(invalid, replaced))
+                            else:
+                                out.append(_OK_FRAME if replaced else _MISSING_FRAME)
+                        elif op == _TOO_LONG:  # refused, and the connection lives on
+                            out.append(error_frame(invalid, value.decode()))
+                            if end > filled:
+                                discard, end = end - filled, filled
+                        elif op == _RENEW:
+                            renewed = state.renew(namespace, sid, value)
+                            if renewed is None:
+                                out.append(_MISSING_FRAME)
+                            elif isinstance(renewed, str):
+                                out.append(error_frame(invalid, renewed))
+                            else:
+                                out.append(found_frame(renewed))
+                                pending += len(renewed)
                         else:
-                            out.append(_OK_FRAME if replaced else _MISSING_FRAME)
-                    elif op == _TOO_LONG:  # refused, and the connection lives on
-                        out.append(error_frame(invalid, value.decode()))
-                        if end > filled:
-                            discard, end = end - filled, filled
-                    elif op == _RENEW:
-                        renewed = state.renew(namespace, sid, value)
-                        if renewed is None:
-                            out.append(_MISSING_FRAME)
-                        elif isinstance(renewed, str):
-                            out.append(error_frame(invalid, renewed))
-                        else:
-                            out.append(found_frame(renewed))
-                            pending += len(renewed)
-                    else:
-                        long_op = request
-                        break
+                            long_op = request
+                            break
+                    except Unlogged as exc:  # not logged, so not made
+                        out.append(error_frame(unavailable, str(exc)))
                     offset = end
                     if offset == filled or pending >= reply_bound or len(out) >= BATCH:
                         break
@@ -224,8 +229,11 @@ def _long(state: ClusterState, lock: threading.Lock, op: int, namespace: bytes) 
             if count is not None:
                 return [wire.count_frame(count)]
     if op == wire.CLEAR:
-        with lock:
-            dropped = state.clear(namespace)
+        try:
+            with lock:
+                dropped = state.clear(namespace)
+        except Unlogged as exc:
+            return [wire.error_frame(wire.ERR_UNAVAILABLE, str(exc))]
         del dropped  # freed here, with the lock released
         return [_OK_FRAME]
     with lock:  # ALL; next_request admits no other op

@@ -17,6 +17,15 @@ When the log outgrows :data:`COMPACT_RATIO` times the snapshot (and
 each namespace's dict and a switch to a new log; outside it, the new snapshot
 is written to a temporary file, fsynced and renamed over the old one, and the
 old logs are removed.
+
+The log never lacks what memory holds. Every change is logged before the
+state makes it (``state.Unlogged``): a write that fails (a full disk) is cut
+back off the log and refused, with nothing changed, and the next one is tried
+as usual. When the log itself can no longer be trusted (cutting a failed write
+back off failed, or an fsync failed: the kernel may have dropped written
+pages), the journal is *broken*: it refuses every change, and the compaction
+thread tries every :data:`RETRY_SECONDS` to write a snapshot of memory, which
+mends it.
 """
 
 from __future__ import annotations
@@ -30,13 +39,13 @@ import signal
 import stat
 import threading
 import weakref
-from typing import Final
+from typing import Final, NoReturn
 
 from storekit.errors import StoreError
 from storekit.reference.cluster import records
 from storekit.reference.cluster.records import CLEAR, DELETE, END, HEADER_SIZE, PUT, TOUCH
-from storekit.reference.cluster.state import ClusterState
-from storekit.reference.cluster.wire import EXPIRY, JSON, millis_expiry, touched_value
+from storekit.reference.cluster.state import ClusterState, Unlogged
+from storekit.reference.cluster.wire import EXPIRY, JSON, touched_value
 
 __all__ = ["COMPACT_MIN_BYTES", "COMPACT_RATIO", "FSYNC_POLICIES", "Journal", "check_options"]
 
@@ -47,6 +56,8 @@ COMPACT_MIN_BYTES = 64 << 20
 """The log is never compacted below this size (bytes)."""
 COMPACT_RATIO = 2
 """The log is compacted once it is this many times the size of the snapshot."""
+RETRY_SECONDS = 5.0
+"""How often a broken journal tries to mend itself with a snapshot."""
 _SNAPSHOT = "snapshot"
 _TEMPORARY = "snapshot.tmp"
 _LOCK = "lock"
@@ -103,6 +114,10 @@ class Journal:
         self._stopping = False
         self._compacting = False
         self._threads: list[threading.Thread] = []
+        self.broken: str | None = None  # why every change is refused, until a snapshot mends it
+        self._breaks = 0  # how many times it broke: a snapshot mends only the breaks before its copy
+        self._mending = -1  # the generation of a log begun while broken, which holds no record
+        self._refused = 0  # changes refused since the last one the log took
         self.pid = os.getpid()
 
     # Opening and replaying
@@ -139,7 +154,10 @@ class Journal:
             generation = number
         dropped = self.state.adopt(tables)
         self.generation = generation
-        self.fd, self.log_bytes = _open_log(directory, generation)
+        if logs and logs[-1] == generation:  # read and checked above: appended to
+            self.fd, self.log_bytes = _open_log(directory, generation)
+        else:
+            self.fd, self.log_bytes = _new_log(directory, generation), HEADER_SIZE
         self.compact_at = max(COMPACT_MIN_BYTES, COMPACT_RATIO * snapshot_bytes)
         if logs or _SNAPSHOT in names:
             log.info(
@@ -173,7 +191,8 @@ class Journal:
                         "storekit cluster: %s has a cut header (%d bytes); starting it again", path, len(data)
                     )
                     os.ftruncate(fd, 0)
-                    os.write(fd, records.header(magic, generation))
+                    _write_all(fd, records.header(magic, generation), 0)
+                    _sync(fd)
                     return generation, HEADER_SIZE, 0
                 raise StoreError(
                     f"{path!r} is not a storekit cluster {'log' if generation is not None else 'snapshot'} "
@@ -220,18 +239,24 @@ class Journal:
     # Writing
 
     def record(self, op: int, namespace: bytes, sid: bytes, value: bytes) -> None:
-        """Append one change to the log (the state's ``log``; under the server's lock)."""
+        """Append one change to the log before the state makes it (the state's ``log``;
+        under the server's lock); :class:`~storekit.reference.cluster.state.Unlogged`
+        if it cannot, with the log as it was."""
+        if self.broken is not None:
+            raise Unlogged(self.broken)
         data = records.record(op, namespace, sid, value)
         fd = self.fd
         try:
-            done = os.write(fd, data)
-            while done < len(data):
-                done += os.write(fd, memoryview(data)[done:])
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, self.log_bytes)  # no half record before the next whole one
-            log.exception("storekit cluster: cannot write to the log in %s", self.directory)
-            raise
+            _write_all(fd, data)
+        except OSError as exc:
+            self._refuse(fd, exc)
+        if self._refused:
+            log.warning(
+                "storekit cluster: the log in %s takes changes again (%d were refused)",
+                self.directory,
+                self._refused,
+            )
+            self._refused = 0
         size = len(data)
         self.written += size
         self.log_bytes += size
@@ -239,26 +264,62 @@ class Journal:
             self._compacting = True
             self._wake.set()
 
+    def _refuse(self, fd: int, exc: OSError) -> NoReturn:
+        """Cut a failed write back off the log and refuse its change (or break the journal,
+        if the cut fails too: the log then ends inside a record)."""
+        try:
+            os.ftruncate(fd, self.log_bytes)
+        except OSError as cut:
+            self._break(f"cut a failed write back off its log ({cut.strerror})")
+            raise Unlogged(self.broken) from exc
+        if not self._refused:
+            log.error(
+                "storekit cluster: cannot write to the log in %s (%s); refusing changes until it can",
+                self.directory,
+                exc.strerror,
+            )
+        self._refused += 1
+        raise Unlogged(
+            f"the cluster master cannot write to its log in {self.directory!r} ({exc.strerror}), so it "
+            "did not make the change; it takes changes again as soon as the log does (free disk space "
+            "there, or fix the file system)"
+        ) from exc
+
+    def _break(self, what: str) -> None:
+        """Refuse every change until a snapshot of memory is on disk (see the module's docstring)."""
+        self._breaks += 1
+        self.broken = (
+            f"the cluster master could not {what} in {self.directory!r}, so its log may lack changes "
+            f"it holds; it takes no change until it has written a snapshot of every session (tried "
+            f"every {RETRY_SECONDS:g} s: free disk space there, or fix the file system)"
+        )
+        log.error("storekit cluster: %s", self.broken)
+        self._wake.set()
+
     def sync_to(self, position: int) -> None:
         """Return once the first ``position`` bytes written are on disk (one fsync
-        serves every caller waiting while it runs)."""
-        if self.synced >= position:
+        serves every caller waiting while it runs); OSError if the fsync fails, which
+        breaks the journal. A broken journal returns at once: it promises nothing."""
+        if self.synced >= position or self.broken is not None:
             return
         with self._sync_lock:
-            if self.synced >= position or self.fd < 0:
+            if self.synced >= position or self.fd < 0 or self.broken is not None:
                 return
             target = self.written
-            self._sync_retired(close=True)
-            _sync(self.fd)
+            try:
+                self._sync_retired(close=True)
+                _sync(self.fd)
+            except OSError as exc:
+                self._break(f"fsync its log ({exc.strerror})")
+                raise
             self.synced = target
 
     def _sync_retired(self, *, close: bool) -> None:
-        for fd in self._retired:
+        for fd in list(self._retired):
             _sync(fd)
             if close:
+                self._retired.remove(fd)
                 os.close(fd)
-        if close:
-            self._retired.clear()
 
     def sync_now(self) -> None:
         """fsync what was written, taking no lock (for a signal handler: the process ends)."""
@@ -285,46 +346,56 @@ class Journal:
     def _syncer(self) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         while not self._stop.wait(1.0):
-            try:
+            with contextlib.suppress(OSError):  # sync_to broke the journal, and said so
                 self.sync_to(self.written)
-            except OSError:
-                log.exception("storekit cluster: cannot fsync the log in %s", self.directory)
 
     def _compactor(self) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         while True:
-            self._wake.wait()
+            woken = self._wake.wait(None if self.broken is None else RETRY_SECONDS)
             self._wake.clear()
             if self._stopping:
                 return
+            if not woken and self.broken is None:
+                continue
             try:
                 self.compact()
             except Exception:
                 log.exception(
                     "storekit cluster: compacting the log in %s failed; it keeps growing", self.directory
                 )
-                self.compact_at = 2 * self.log_bytes
+                self.compact_at = self.log_bytes + COMPACT_MIN_BYTES  # tried again after as much more
             finally:
                 self._compacting = False
 
     def compact(self) -> None:
-        """Write a snapshot of the state and start a new log; remove the old logs."""
+        """Write a snapshot of the state and start a new log; remove the old logs.
+        A broken journal is mended once the snapshot is on disk."""
         lock = self._server_lock
         if lock is None:
             raise RuntimeError("compact() needs start(lock) first")
         directory = self.directory
-        generation = self.generation + 1
-        fd, size = _open_log(directory, generation)  # made and synced before the lock is taken
-        _sync_dir(directory)
+        if self.broken is not None and self._mending == self.generation:
+            generation, fd = self.generation, -1  # another try at mending: the empty log stays
+        else:
+            generation = self.generation + 1
+            fd = _new_log(directory, generation)  # made and synced before the lock is taken
         with lock:
-            tables = self.state.copy()
-            with self._sync_lock:
-                self._retired.append(self.fd)
-                self.fd, self.log_bytes, self.generation = fd, size, generation
-        snapshot_bytes = self._write_snapshot(tables, generation)
+            tables, now = self.state.copy()
+            breaks = self._breaks
+            if fd >= 0:
+                with self._sync_lock:
+                    self._retired.append(self.fd)
+                    self.fd, self.log_bytes, self.generation = fd, HEADER_SIZE, generation
+                if self.broken is not None:  # no record goes into it until it is mended
+                    self._mending = generation
+        snapshot_bytes = self._write_snapshot(tables, now, generation)
         del tables
         if snapshot_bytes is None:  # stopping: the logs hold everything
             return
+        if self.broken is not None and self._breaks == breaks:
+            self.broken = None  # memory as it was at the copy is on disk, and nothing changed it since
+            log.warning("storekit cluster: the snapshot in %s is written; taking changes again", directory)
         with self._sync_lock:  # the snapshot holds what they did
             for old in self._retired:
                 os.close(old)
@@ -335,11 +406,14 @@ class Journal:
         self.compact_at = max(COMPACT_MIN_BYTES, COMPACT_RATIO * snapshot_bytes)
         log.info("storekit cluster: compacted %s into a snapshot of %d bytes", directory, snapshot_bytes)
 
-    def _write_snapshot(self, tables: dict[bytes, dict[bytes, bytes]], generation: int) -> int | None:
+    def _write_snapshot(
+        self, tables: dict[bytes, dict[bytes, bytes]], now: bytes, generation: int
+    ) -> int | None:
+        """Write the sessions of ``tables`` live at ``now`` (the wire time of the copy:
+        one renewed after it is in ``tables`` with its old expiry, and must stay in)."""
         directory = self.directory
         temporary = os.path.join(directory, _TEMPORARY)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        now = millis_expiry(int(self.state.clock() * 1000))
         record, count = records.record, 0
         try:
             with open(fd, "wb", buffering=1 << 20) as file:
@@ -382,9 +456,17 @@ class Journal:
         self._threads.clear()
         with self._sync_lock:
             if self.fd >= 0:
-                self._sync_retired(close=False)
-                _sync(self.fd)
-                self.synced = self.written
+                try:
+                    self._sync_retired(close=False)
+                    _sync(self.fd)
+                    self.synced = self.written
+                except OSError as exc:
+                    log.error(
+                        "storekit cluster: cannot fsync the log in %s as the master stops (%s); "
+                        "changes written since its last fsync may be lost",
+                        self.directory,
+                        exc.strerror,
+                    )
             self._close_fds()
         _journals.discard(self)
 
@@ -496,24 +578,50 @@ def _own_file(fd: int, path: str) -> None:
         os.fchmod(fd, 0o600)
 
 
+_LOG_FLAGS: Final = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+
+
 def _open_log(directory: str, generation: int) -> tuple[int, int]:
-    """The log of ``generation`` open for appending (made, with its header, if new) and its size."""
+    """The log of ``generation``, replayed and checked already, open for appending, and its size."""
     path = os.path.join(directory, f"log.{generation}")
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(path, _LOG_FLAGS)
     try:
-        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        fd = os.open(path, flags)
         _own_file(fd, path)
         return fd, os.fstat(fd).st_size
-    try:
-        os.write(fd, records.header(records.LOG_MAGIC, generation))
-        _sync(fd)
     except BaseException:
         os.close(fd)
         raise
-    _sync_dir(directory)
-    return fd, HEADER_SIZE
+
+
+def _new_log(directory: str, generation: int) -> int:
+    """A new log of ``generation`` with its header, on disk, open for appending. A file of
+    that name is what a compaction that failed left behind, which no record went into: it
+    is replaced. If the header cannot be written, no file is left."""
+    path = os.path.join(directory, f"log.{generation}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    fd = os.open(path, _LOG_FLAGS | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        _write_all(fd, records.header(records.LOG_MAGIC, generation))
+        _sync(fd)
+        _sync_dir(directory)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    return fd
+
+
+def _write_all(fd: int, data: bytes, offset: int | None = None) -> None:
+    """Write all of ``data`` (at ``offset``, or where the file's position is), or OSError."""
+    done = os.write(fd, data) if offset is None else os.pwrite(fd, data, offset)
+    if done == len(data):  # the usual case: one call
+        return
+    view = memoryview(data)[done:]
+    while view:
+        done = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset + len(data) - len(view))
+        view = view[done:]
 
 
 def _sync_dir(directory: str) -> None:

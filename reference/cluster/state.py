@@ -14,7 +14,9 @@ dead sessions do not pile up. The semantics are MemoryStore's.
 With persistence, ``log`` receives every change as its effect (``records``:
 PUT of the value stored, DELETE of a session that was there, TOUCH applied
 to a live session, CLEAR of a namespace that was there), in the order they
-happen; expiries are not logged, since a replay drops what has expired.
+happen; expiries are not logged, since a replay drops what has expired. Each
+change is logged before it is made: a ``log`` that raises :class:`Unlogged`
+leaves the state as it was, so memory never holds what the log lacks.
 """
 
 from __future__ import annotations
@@ -36,10 +38,16 @@ from storekit.reference.cluster.wire import (
     value_problem,
 )
 
-__all__ = ["MAX_TOUCH_BYTES", "ClusterState", "Log", "Space"]
+__all__ = ["MAX_TOUCH_BYTES", "ClusterState", "Log", "Space", "Unlogged"]
 
 Log = Callable[[int, bytes, bytes, bytes], None]
-"""Where changes go: ``log(op, namespace, sid, value)`` with the ops of ``records``."""
+"""Where changes go: ``log(op, namespace, sid, value)`` with the ops of ``records``,
+called before the change is made; it raises :class:`Unlogged` to refuse it."""
+
+
+class Unlogged(Exception):
+    """A change the log could not take, so the state did not make it; the message says why,
+    for the client whose request is refused."""
 
 
 class Space:
@@ -162,14 +170,16 @@ class ClusterState:
         expiry = value[EXPIRY]
         space = self.spaces.get(namespace)
         if expiry <= now:
-            if space is not None and space.entries.pop(sid, None) is not None and self.log is not None:
-                self.log(DELETE, namespace, sid, b"")
+            if space is not None and sid in space.entries:
+                if self.log is not None:
+                    self.log(DELETE, namespace, sid, b"")
+                del space.entries[sid]
             return
+        if self.log is not None:
+            self.log(PUT, namespace, sid, value)
         if space is None:
             space = self.spaces[namespace] = Space()
         space.entries[sid] = value
-        if self.log is not None:
-            self.log(PUT, namespace, sid, value)
         if expiry != NEVER_BYTES:
             space.note(sid, expiry)
         order = space.order
@@ -178,8 +188,10 @@ class ClusterState:
 
     def destroy(self, namespace: bytes, sid: bytes) -> None:
         space = self.spaces.get(namespace)
-        if space is not None and space.entries.pop(sid, None) is not None and self.log is not None:
-            self.log(DELETE, namespace, sid, b"")
+        if space is not None and sid in space.entries:
+            if self.log is not None:
+                self.log(DELETE, namespace, sid, b"")
+            del space.entries[sid]
 
     def touch(self, namespace: bytes, sid: bytes, value: bytes) -> str | None:
         """Give a live session the expiry and ``"cookie"`` of ``value``, whose
@@ -207,13 +219,13 @@ class ClusterState:
         now_ms, now = self._now()
         expiry = value[EXPIRY]
         if entry[EXPIRY] <= now or expiry <= now:
-            del space.entries[sid]
             if self.log is not None:
                 self.log(DELETE, namespace, sid, b"")
+            del space.entries[sid]
             return None
-        space.entries[sid] = touched_value(expiry, entry, value[JSON])
         if self.log is not None:
             self.log(TOUCH, namespace, sid, value)
+        space.entries[sid] = touched_value(expiry, entry, value[JSON])
         if expiry != NEVER_BYTES:
             space.note(sid, expiry)
         space.sweep(now_ms, now, 16)
@@ -239,14 +251,14 @@ class ClusterState:
     def clear(self, namespace: bytes) -> Space | None:
         """Forget ``namespace``; its entries come back, for the caller to free
         after it has released the lock."""
-        space = self.spaces.pop(namespace, None)
-        if space is not None and self.log is not None:
+        if namespace in self.spaces and self.log is not None:
             self.log(CLEAR, namespace, b"", b"")
-        return space
+        return self.spaces.pop(namespace, None)
 
-    def copy(self) -> dict[bytes, dict[bytes, bytes]]:
-        """A copy of every namespace's entries (one C-level copy each), for a snapshot."""
-        return {namespace: space.entries.copy() for namespace, space in self.spaces.items()}
+    def copy(self) -> tuple[dict[bytes, dict[bytes, bytes]], bytes]:
+        """A copy of every namespace's entries (one C-level copy each), for a snapshot, and the
+        wire time now: an entry of the copy expired by then stays expired (a touch drops it)."""
+        return {namespace: space.entries.copy() for namespace, space in self.spaces.items()}, self._now()[1]
 
     def adopt(self, tables: dict[bytes, dict[bytes, bytes]]) -> int:
         """Hold the live entries of ``tables`` (a replay's result) as every namespace;

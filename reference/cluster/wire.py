@@ -31,7 +31,10 @@ A renew carries a touch's value and is answered as a get after that touch:
 
 Replies: a status byte, then its payload (``FOUND``: a value; ``COUNT``:
 8-byte count; ``ITEMS``: repeated sid length (2), sid, value length (4),
-value; ``ERROR``: a code byte and a UTF-8 message).
+value; ``ERROR``: a code byte and a UTF-8 message). The codes:
+:data:`ERR_BAD_REQUEST`, :data:`ERR_INVALID_DATA` (a value the server does not
+store), :data:`ERR_DENIED` (the handshake failed) and :data:`ERR_UNAVAILABLE`
+(a change the master cannot persist now, and did not make).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ __all__ = [
     "ERR_BAD_REQUEST",
     "ERR_DENIED",
     "ERR_INVALID_DATA",
+    "ERR_UNAVAILABLE",
     "EXPIRY",
     "EXPIRY_BYTES",
     "FOUND",
@@ -132,7 +136,7 @@ JSON: Final = slice(EXPIRY_BYTES, None)
 
 GET, SET, DESTROY, TOUCH, LENGTH, CLEAR, ALL, REPLACE, RENEW = range(1, 10)
 OK, FOUND, MISSING, COUNT, ITEMS, ERROR = range(6)
-ERR_BAD_REQUEST, ERR_INVALID_DATA, ERR_DENIED = range(1, 4)
+ERR_BAD_REQUEST, ERR_INVALID_DATA, ERR_DENIED, ERR_UNAVAILABLE = range(1, 5)
 
 _PREFIX = struct.Struct("!I")  # the length of the body that follows
 _REQUEST = struct.Struct("!IBBH")  # length, op, namespace length, sid length
