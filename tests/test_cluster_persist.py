@@ -683,18 +683,18 @@ def test_a_log_that_cannot_be_trusted_refuses_changes_until_a_snapshot_mends_it(
     assert server is not None
     mend, real_compact = threading.Event(), journal.compact
 
-    def held_back() -> None:  # the refusals are seen before the snapshot mends the journal
+    def held_back(**kwargs: Any) -> None:  # the refusals are seen before the snapshot mends the journal
         mend.wait(10)
-        real_compact()
+        real_compact(**kwargs)
 
     monkeypatch.setattr(journal, "compact", held_back)
     real_snapshot, tries = journal._write_snapshot, []
 
-    def fails_twice(*args: Any) -> int | None:
+    def fails_twice(*args: Any, **kwargs: Any) -> int | None:
         tries.append(args)
         if len(tries) <= 2:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_snapshot(*args)
+        return real_snapshot(*args, **kwargs)
 
     monkeypatch.setattr(journal, "_write_snapshot", fails_twice)
     full = os.open("/dev/full", os.O_WRONLY | os.O_CLOEXEC)
@@ -777,13 +777,120 @@ def test_a_session_touched_while_the_snapshot_is_written_survives_it(
     later = time.time() + 60  # past the session's first expiry
     renewed_cookie = expires_in(3600)
 
-    def touched_in_between(*args: Any) -> int | None:
+    def touched_in_between(*args: Any, **kwargs: Any) -> int | None:
         store.touch("renewed", {"user": "ada", "cookie": renewed_cookie})
         server.state.clock = lambda: later  # the snapshot is written after the old expiry
-        return real_write(*args)
+        return real_write(*args, **kwargs)
 
     monkeypatch.setattr(journal, "_write_snapshot", touched_in_between)
     journal.compact()
     cluster.shutdown()
     cluster.setup(persist=persisted)
     assert ClusterStore().get("renewed") == {"user": "ada", "cookie": renewed_cookie}
+
+
+def swap_in_dev_full(journal: persist.Journal) -> None:
+    """Make the journal's log /dev/full: writes fail with ENOSPC, cutting them back off fails."""
+    server = cluster.master._server
+    assert server is not None
+    full = os.open("/dev/full", os.O_WRONLY | os.O_CLOEXEC)
+    with server._lock:
+        real, journal.fd = journal.fd, full
+    os.close(real)
+
+
+def test_a_second_break_after_a_mend_is_mended_into_a_new_log(
+    persisted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mended once, the master logs into the log it began while broken; when that log breaks
+    too, the next mend must start another one, not take the broken one up again."""
+    monkeypatch.setattr(persist, "RETRY_SECONDS", 0.2)
+    cluster.setup(persist=persisted, fsync="no")
+    store = ClusterStore()
+    journal = journal_of_this_process()
+    answered = {}
+    for round_ in range(2):
+        store.set(f"before-{round_}", {"round": round_})
+        answered[f"before-{round_}"] = {"round": round_}
+        swap_in_dev_full(journal)
+        with pytest.raises(StoreUnavailable):
+            store.set("refused", {"round": round_})
+        wait_until(lambda: journal.broken is None, what=f"break {round_} was not mended")
+        store.set(f"after-{round_}", {"round": round_})  # raises if the mend kept /dev/full
+        answered[f"after-{round_}"] = {"round": round_}
+    cluster.shutdown()
+    cluster.setup(persist=persisted)
+    assert ClusterStore().all() == answered
+
+
+def test_always_answers_no_write_that_waited_for_an_fsync_that_failed(
+    persisted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsync="always": connection B's fsync runs, connection A logs a set meanwhile and waits
+    for the next fsync; B's fails. Neither set is answered OK (A's was never on disk)."""
+    monkeypatch.setattr(persist, "RETRY_SECONDS", 60.0)
+    cluster.setup(persist=persisted, fsync="always")
+    journal = journal_of_this_process()
+    monkeypatch.setattr(journal, "compact", lambda **_: None)  # no mend during the test
+    real_sync = persist._sync
+    started, failing = threading.Event(), threading.Event()
+    failing.set()
+
+    def sync(fd: int) -> None:
+        if not failing.is_set():
+            return real_sync(fd)
+        position = journal.written
+        started.set()
+        wait_until(lambda: journal.written > position, what="A's set was not logged")
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(persist, "_sync", sync)
+    results: dict[str, str] = {}
+
+    def set_on_its_own_connection(name: str) -> None:
+        try:
+            ClusterStore().set(name, {"name": name})
+            results[name] = "OK"
+        except StoreUnavailable as exc:
+            results[name] = f"refused: {exc}"
+
+    b = threading.Thread(target=set_on_its_own_connection, args=("b",))
+    b.start()
+    assert started.wait(10)
+    a = threading.Thread(target=set_on_its_own_connection, args=("a",))
+    a.start()
+    for thread in (a, b):
+        thread.join(30)
+    failing.clear()
+    assert set(results) == {"a", "b"}
+    assert results["a"] != "OK", results
+    assert results["b"] != "OK", results
+
+
+def test_a_clean_stop_with_a_broken_log_writes_a_snapshot_first(
+    persisted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """shutdown() while the log is broken and not mended yet: the snapshot is written as the
+    master stops, and the next master serves every session from it."""
+    monkeypatch.setattr(persist, "RETRY_SECONDS", 60.0)
+    cluster.setup(persist=persisted, fsync="no")
+    store = ClusterStore()
+    for sid, session in SESSIONS.items():
+        store.set(sid, session)
+    journal = journal_of_this_process()
+    real_compact = journal.compact
+
+    def only_the_final(*, final: bool = False) -> None:
+        if final:
+            real_compact(final=True)
+
+    monkeypatch.setattr(journal, "compact", only_the_final)
+    swap_in_dev_full(journal)
+    with pytest.raises(StoreUnavailable):
+        store.set("refused", {"x": 1})
+    assert journal.broken is not None
+    assert not (persisted / "snapshot").exists()
+    cluster.shutdown()
+    assert (persisted / "snapshot").exists()
+    cluster.setup(persist=persisted)
+    assert ClusterStore().all() == SESSIONS

@@ -17,9 +17,11 @@ the connection has been idle for its SO_RCVTIMEO, with what it had sent of
 its next frame, so that the server can watch it without a thread.
 
 With a journal whose policy is ``fsync="always"``, the changes of a batch
-reach the disk before its replies are sent: one fsync per batch, taken after
-the lock is released (group commit: a batch whose changes an fsync of another
-connection already covered takes none).
+reach the disk before its replies are sent: one fsync per batch that changed
+something, taken after the lock is released (group commit: a batch whose
+changes an fsync of another connection already covered takes none). A batch
+whose changes cannot be made durable (the fsync fails, or the journal is
+broken) is not answered: the connection closes.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def serve(
     found_frame, found_header = wire.found_frame, wire.found_header
     error_frame, invalid, unavailable = wire.error_frame, wire.ERR_INVALID_DATA, wire.ERR_UNAVAILABLE
     durable = journal if journal is not None and journal.sync_each else None
-    synced = 0
+    synced = written = 0
     discard = 0  # bytes still to come of a request over the limit, skipped as they arrive
     buf = bytearray(max(_BUFFER, len(leftover)))
     view = memoryview(buf)
@@ -115,6 +117,8 @@ def serve(
             pending = 0
             long_op = None
             with lock:
+                if durable is not None:
+                    written = durable.written
                 while True:
                     op, namespace, sid, value, end = request
                     try:
@@ -169,8 +173,8 @@ def serve(
                         break
                 if durable is not None:
                     synced = durable.written
-            if durable is not None:
-                durable.sync_to(synced)  # no-op if nothing new was written since the last fsync
+            if durable is not None and synced != written:  # this batch changed something
+                durable.sync_to(synced)  # OSError if it cannot: the connection closes, unanswered
             if out:  # one write per batch of small replies
                 if len(out) == 1:
                     sock.sendall(out[0])
@@ -181,8 +185,9 @@ def serve(
                         sock.sendall(part)
             if long_op is not None:
                 op, namespace, _sid, _value, offset = long_op
+                written = durable.written if durable is not None else 0
                 parts = _long(state, lock, op, namespace)
-                if durable is not None:
+                if durable is not None and durable.written != written:  # a CLEAR that cleared
                     durable.sync_to(durable.written)
                 for part in parts:
                     sock.sendall(part)

@@ -298,13 +298,15 @@ class Journal:
 
     def sync_to(self, position: int) -> None:
         """Return once the first ``position`` bytes written are on disk (one fsync
-        serves every caller waiting while it runs); OSError if the fsync fails, which
-        breaks the journal. A broken journal returns at once: it promises nothing."""
-        if self.synced >= position or self.broken is not None:
+        serves every caller waiting while it runs); OSError if they may not be: the
+        fsync failed, which breaks the journal, or it is broken (a snapshot mends it)."""
+        if self.synced >= position:
             return
         with self._sync_lock:
-            if self.synced >= position or self.fd < 0 or self.broken is not None:
+            if self.synced >= position or self.fd < 0:
                 return
+            if self.broken is not None:
+                raise OSError(errno.EIO, self.broken)
             target = self.written
             try:
                 self._sync_retired(close=True)
@@ -323,6 +325,12 @@ class Journal:
 
     def sync_now(self) -> None:
         """fsync what was written, taking no lock (for a signal handler: the process ends)."""
+        if self.broken is not None:
+            log.error(
+                "storekit cluster: stopping on a signal with a broken log in %s: changes since it "
+                "broke may be lost (shutdown() or the interpreter's exit write a snapshot first)",
+                self.directory,
+            )
         for fd in [*self._retired, self.fd]:
             with contextlib.suppress(OSError):
                 _sync(fd)
@@ -368,34 +376,43 @@ class Journal:
             finally:
                 self._compacting = False
 
-    def compact(self) -> None:
+    def compact(self, *, final: bool = False) -> None:
         """Write a snapshot of the state and start a new log; remove the old logs.
-        A broken journal is mended once the snapshot is on disk."""
+        A broken journal is mended once the snapshot is on disk. ``final``: as the
+        master stops (:meth:`close`), not given up for stopping."""
         lock = self._server_lock
         if lock is None:
             raise RuntimeError("compact() needs start(lock) first")
         directory = self.directory
-        if self.broken is not None and self._mending == self.generation:
+        if self.broken is not None and self._mending == self.generation and self.log_bytes == HEADER_SIZE:
             generation, fd = self.generation, -1  # another try at mending: the empty log stays
         else:
             generation = self.generation + 1
             fd = _new_log(directory, generation)  # made and synced before the lock is taken
-        with lock:
-            tables, now = self.state.copy()
-            breaks = self._breaks
-            if fd >= 0:
-                with self._sync_lock:
-                    self._retired.append(self.fd)
-                    self.fd, self.log_bytes, self.generation = fd, HEADER_SIZE, generation
-                if self.broken is not None:  # no record goes into it until it is mended
-                    self._mending = generation
-        snapshot_bytes = self._write_snapshot(tables, now, generation)
+        try:
+            with lock:
+                tables, now = self.state.copy()
+                breaks = self._breaks
+                if fd >= 0:
+                    with self._sync_lock:
+                        self._retired.append(self.fd)
+                        self.fd, self.log_bytes, self.generation, fd = fd, HEADER_SIZE, generation, -1
+                    if self.broken is not None:  # no record goes into it until it is mended
+                        self._mending = generation
+        finally:
+            if fd >= 0:  # not switched to (no memory for the copy): nothing went into it
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(directory, f"log.{generation}"))
+        snapshot_bytes = self._write_snapshot(tables, now, generation, abortable=not final)
         del tables
         if snapshot_bytes is None:  # stopping: the logs hold everything
             return
-        if self.broken is not None and self._breaks == breaks:
-            self.broken = None  # memory as it was at the copy is on disk, and nothing changed it since
-            log.warning("storekit cluster: the snapshot in %s is written; taking changes again", directory)
+        with lock, self._sync_lock:
+            if self.broken is not None and self._breaks == breaks:
+                # memory as it was at the copy is on disk, and no change was made since
+                self.broken, self._mending, self.synced = None, -1, self.written
+                log.warning("storekit cluster: wrote a snapshot in %s; taking changes again", directory)
         with self._sync_lock:  # the snapshot holds what they did
             for old in self._retired:
                 os.close(old)
@@ -407,10 +424,11 @@ class Journal:
         log.info("storekit cluster: compacted %s into a snapshot of %d bytes", directory, snapshot_bytes)
 
     def _write_snapshot(
-        self, tables: dict[bytes, dict[bytes, bytes]], now: bytes, generation: int
+        self, tables: dict[bytes, dict[bytes, bytes]], now: bytes, generation: int, *, abortable: bool = True
     ) -> int | None:
         """Write the sessions of ``tables`` live at ``now`` (the wire time of the copy:
-        one renewed after it is in ``tables`` with its old expiry, and must stay in)."""
+        one renewed after it is in ``tables`` with its old expiry, and must stay in);
+        None if it gave up (``abortable``, and the master stops)."""
         directory = self.directory
         temporary = os.path.join(directory, _TEMPORARY)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
@@ -424,7 +442,7 @@ class Journal:
                         if value[EXPIRY] > now:
                             write(record(PUT, namespace, sid, value))
                             count += 1
-                            if not count % 4096 and self._stopping:
+                            if not count % 4096 and self._stopping and abortable:
                                 raise InterruptedError
                 write(record(END, b"", b"", records.encode_count(count)))
                 file.flush()
@@ -454,6 +472,15 @@ class Journal:
             if thread is not threading.current_thread():
                 thread.join(30)
         self._threads.clear()
+        if self.broken is not None and self.fd >= 0:
+            try:
+                self.compact(final=True)
+            except Exception:
+                log.exception(
+                    "storekit cluster: the log in %s is broken and no snapshot could be written as the "
+                    "master stops: changes since it broke may be lost",
+                    self.directory,
+                )
         with self._sync_lock:
             if self.fd >= 0:
                 try:
