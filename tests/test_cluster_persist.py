@@ -749,8 +749,9 @@ def test_a_failed_fsync_refuses_changes_until_a_snapshot_mends_it(
     with pytest.raises(StoreUnavailable) as info:
         store.set("refused", {"ok": True})
     assert "takes no change until it has written a snapshot" in str(info.value)
-    assert store.get("before") == {"ok": True}
+    assert store.get("before") == {"ok": True}  # reads go on, "always" or not
     assert store.get("refused") is None
+    assert store.length() == len(store.all())
     failing.clear()
     wait_until(lambda: journal.broken is None, what="the journal was not mended")
     store.set("after", {"ok": True})
@@ -894,3 +895,34 @@ def test_a_clean_stop_with_a_broken_log_writes_a_snapshot_first(
     assert (persisted / "snapshot").exists()
     cluster.setup(persist=persisted)
     assert ClusterStore().all() == SESSIONS
+
+
+def test_always_answers_a_length_while_another_connection_breaks_the_log(
+    persisted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LENGTH and ALL change nothing: under fsync="always" they are answered even when another
+    connection's write breaks the journal while they run."""
+    from storekit.reference.cluster import connection
+
+    monkeypatch.setattr(persist, "RETRY_SECONDS", 60.0)
+    cluster.setup(persist=persisted, fsync="always")
+    ClusterStore().set("x", {"a": 1})
+    journal = journal_of_this_process()
+    monkeypatch.setattr(journal, "compact", lambda **_: None)  # no mend during the test
+    real_long = connection._long
+
+    def eio(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    def another_write_breaks_the_log(*args: Any) -> list[bytes]:
+        parts = real_long(*args)
+        if journal.broken is None:
+            monkeypatch.setattr(persist, "_sync", eio)
+            with contextlib.suppress(StoreUnavailable):
+                ClusterStore().set("y", {"b": 2})
+            assert journal.broken is not None
+        return parts
+
+    monkeypatch.setattr(connection, "_long", another_write_breaks_the_log)
+    assert ClusterStore().length() in (1, 2)
+    assert set(ClusterStore().all()) <= {"x", "y"}

@@ -185,10 +185,7 @@ def serve(
                         sock.sendall(part)
             if long_op is not None:
                 op, namespace, _sid, _value, offset = long_op
-                written = durable.written if durable is not None else 0
-                parts = _long(state, lock, op, namespace)
-                if durable is not None and durable.written != written:  # a CLEAR that cleared
-                    durable.sync_to(durable.written)
+                parts = _long(state, lock, op, namespace, durable)
                 for part in parts:
                     sock.sendall(part)
             request = next_request(view, offset, filled, limit) if offset < filled else None
@@ -221,12 +218,15 @@ def serve(
             discard -= offset
 
 
-def _long(state: ClusterState, lock: threading.Lock, op: int, namespace: bytes) -> list[bytes]:
+def _long(
+    state: ClusterState, lock: threading.Lock, op: int, namespace: bytes, durable: Journal | None
+) -> list[bytes]:
     """The reply to LENGTH, CLEAR or ALL, each holding the lock for no more
     than a slice of work: LENGTH sweeps in slices of :data:`SLICE` sids,
-    then counts in O(1); CLEAR frees the namespace after releasing the lock;
-    ALL copies the namespace's dict (one C-level copy) and filters and
-    encodes it outside."""
+    then counts in O(1); CLEAR frees the namespace after releasing the lock
+    (and, with ``durable``, the "always" journal, is on disk before its reply
+    if it cleared anything); ALL copies the namespace's dict (one C-level
+    copy) and filters and encodes it outside."""
     if op == wire.LENGTH:
         while True:
             with lock:
@@ -236,10 +236,14 @@ def _long(state: ClusterState, lock: threading.Lock, op: int, namespace: bytes) 
     if op == wire.CLEAR:
         try:
             with lock:
+                before = durable.written if durable is not None else 0
                 dropped = state.clear(namespace)
+                after = durable.written if durable is not None else 0
         except Unlogged as exc:
             return [wire.error_frame(wire.ERR_UNAVAILABLE, str(exc))]
         del dropped  # freed here, with the lock released
+        if durable is not None and after != before:
+            durable.sync_to(after)  # OSError if it cannot: the connection closes, unanswered
         return [_OK_FRAME]
     with lock:  # ALL; next_request admits no other op
         entries, now = state.snapshot(namespace)

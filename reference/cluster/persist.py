@@ -324,7 +324,8 @@ class Journal:
                 os.close(fd)
 
     def sync_now(self) -> None:
-        """fsync what was written, taking no lock (for a signal handler: the process ends)."""
+        """fsync what was written, taking none of the journal's locks (for a signal handler:
+        the process ends); with a broken log, say on the logger what that may lose."""
         if self.broken is not None:
             log.error(
                 "storekit cluster: stopping on a signal with a broken log in %s: changes since it "
@@ -408,11 +409,12 @@ class Journal:
         del tables
         if snapshot_bytes is None:  # stopping: the logs hold everything
             return
-        with lock, self._sync_lock:
-            if self.broken is not None and self._breaks == breaks:
-                # memory as it was at the copy is on disk, and no change was made since
-                self.broken, self._mending, self.synced = None, -1, self.written
-                log.warning("storekit cluster: wrote a snapshot in %s; taking changes again", directory)
+        if self.broken is not None:
+            with lock, self._sync_lock:
+                if self.broken is not None and self._breaks == breaks:
+                    # memory as it was at the copy is on disk, and no change was made since
+                    self.broken, self._mending, self.synced = None, -1, self.written
+                    log.warning("storekit cluster: wrote a snapshot in %s; taking changes again", directory)
         with self._sync_lock:  # the snapshot holds what they did
             for old in self._retired:
                 os.close(old)
@@ -471,8 +473,16 @@ class Journal:
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(30)
+        alive = [thread.name for thread in self._threads if thread.is_alive()]
         self._threads.clear()
-        if self.broken is not None and self.fd >= 0:
+        if self.broken is not None and self.fd >= 0 and alive:
+            log.error(
+                "storekit cluster: the log in %s is broken and %s did not stop in 30 s, so no snapshot "
+                "is written as the master stops: changes since it broke may be lost",
+                self.directory,
+                ", ".join(alive),
+            )
+        elif self.broken is not None and self.fd >= 0:
             try:
                 self.compact(final=True)
             except Exception:
