@@ -665,6 +665,16 @@ def journal_of_this_process() -> persist.Journal:
     return server.journal
 
 
+def swap_in_dev_full(journal: persist.Journal) -> None:
+    """Make the journal's log /dev/full: writes fail with ENOSPC, cutting them back off fails."""
+    server = cluster.master._server
+    assert server is not None
+    full = os.open("/dev/full", os.O_WRONLY | os.O_CLOEXEC)
+    with server._lock:
+        real, journal.fd = journal.fd, full
+    os.close(real)
+
+
 def test_a_log_that_cannot_be_trusted_refuses_changes_until_a_snapshot_mends_it(
     persisted: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -679,8 +689,6 @@ def test_a_log_that_cannot_be_trusted_refuses_changes_until_a_snapshot_mends_it(
     for sid, session in SESSIONS.items():
         store.set(sid, session)
     journal = journal_of_this_process()
-    server = cluster.master._server
-    assert server is not None
     mend, real_compact = threading.Event(), journal.compact
 
     def held_back(**kwargs: Any) -> None:  # the refusals are seen before the snapshot mends the journal
@@ -697,10 +705,7 @@ def test_a_log_that_cannot_be_trusted_refuses_changes_until_a_snapshot_mends_it(
         return real_snapshot(*args, **kwargs)
 
     monkeypatch.setattr(journal, "_write_snapshot", fails_twice)
-    full = os.open("/dev/full", os.O_WRONLY | os.O_CLOEXEC)
-    with server._lock:
-        real, journal.fd = journal.fd, full
-    os.close(real)
+    swap_in_dev_full(journal)
     with pytest.raises(StoreUnavailable) as info:
         store.set("lost", {"x": 1})
     assert "cut a failed write back off its log" in str(info.value)
@@ -788,16 +793,6 @@ def test_a_session_touched_while_the_snapshot_is_written_survives_it(
     cluster.shutdown()
     cluster.setup(persist=persisted)
     assert ClusterStore().get("renewed") == {"user": "ada", "cookie": renewed_cookie}
-
-
-def swap_in_dev_full(journal: persist.Journal) -> None:
-    """Make the journal's log /dev/full: writes fail with ENOSPC, cutting them back off fails."""
-    server = cluster.master._server
-    assert server is not None
-    full = os.open("/dev/full", os.O_WRONLY | os.O_CLOEXEC)
-    with server._lock:
-        real, journal.fd = journal.fd, full
-    os.close(real)
 
 
 def test_a_second_break_after_a_mend_is_mended_into_a_new_log(
