@@ -70,11 +70,11 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 @contextlib.contextmanager
 def master(
-    env: dict[str, str], path: Path, fsync: str, compact: int = 64 << 20
+    env: dict[str, str], path: Path, fsync: str, compact: int = 64 << 20, script: str = MASTER
 ) -> Iterator[tuple[subprocess.Popen[str], Address]]:
-    """A master subprocess persisting into ``path``; killed after."""
+    """A master subprocess (``script``, MASTER's arguments) persisting into ``path``; killed after."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", MASTER, str(path), fsync, str(compact)],
+        [sys.executable, "-c", script, str(path), fsync, str(compact)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -890,6 +890,83 @@ def test_a_clean_stop_with_a_broken_log_writes_a_snapshot_first(
     assert (persisted / "snapshot").exists()
     cluster.setup(persist=persisted)
     assert ClusterStore().all() == SESSIONS
+
+
+BREAKING_MASTER = """
+import os, sys
+from storekit.reference import cluster
+from storekit.reference.cluster import master, persist, records
+cluster.setup(persist=sys.argv[1], fsync=sys.argv[2])
+print(os.environ[cluster.ENV_SOCKET], os.environ[cluster.ENV_KEY], flush=True)
+sys.stdin.readline()
+journal = master._server.journal
+real_compact = journal.compact
+# no mend before the stop
+journal.compact = lambda *, final=False: real_compact(final=True) if final else None
+full = os.open("/dev/full", os.O_WRONLY | os.O_CLOEXEC)
+with master._server._lock:
+    # the disk lost what was written (as after a failed fsync), and the next write fails
+    os.ftruncate(journal.fd, records.HEADER_SIZE)
+    real, journal.fd = journal.fd, full
+os.close(real)
+print("failing", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_sigterm_with_a_broken_log_writes_the_snapshot_and_the_next_master_serves_it(
+    clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A plain master whose log has lost its records and then breaks (a write fails and cannot
+    be cut back off), SIGTERMed before the compaction thread could mend it: its handler writes
+    the snapshot of memory as it stops, and the next master serves every session from it."""
+    data = tmp_path / "sessions"
+    with master(clean_env, data, "no", script=BREAKING_MASTER) as (first, address):
+        store = ClusterStore(address=address, timeout=5)
+        try:
+            for sid, session in SESSIONS.items():
+                store.set(sid, session)
+            assert first.stdin is not None
+            assert first.stdout is not None
+            first.stdin.write("break\n")
+            first.stdin.flush()
+            assert first.stdout.readline() == "failing\n"
+            with pytest.raises(StoreUnavailable, match="takes no change until it has written a snapshot"):
+                store.set("refused", {"x": 1})
+            assert not (data / "snapshot").exists()
+            stop(first, signal.SIGTERM)
+            assert (data / "snapshot").exists()
+            with master(env_of(clean_env, address), data, "no") as (_second, again):
+                assert again == address
+                assert store.all() == SESSIONS
+        finally:
+            store.close()
+            shutil.rmtree(os.path.dirname(address.path), ignore_errors=True)
+
+
+def test_sigterm_whose_thread_holds_the_lock_fsyncs_and_says_what_may_be_lost(
+    persisted: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGTERM's handler interrupts the main thread, which may hold the server's lock: it
+    waits for it only so long, then fsyncs without a snapshot and says so, never hanging."""
+    monkeypatch.setattr(persist, "RETRY_SECONDS", 60.0)
+    cluster.setup(persist=persisted, fsync="no")
+    store = ClusterStore()
+    store.set("s", {"ok": True})
+    journal = journal_of_this_process()
+    monkeypatch.setattr(journal, "compact", lambda *, final=False: None)
+    swap_in_dev_full(journal)
+    with pytest.raises(StoreUnavailable):
+        store.set("refused", {"x": 1})
+    server = cluster.master._server
+    assert server is not None
+    with server._lock, caplog.at_level(logging.ERROR, logger="storekit.cluster"):
+        journal.stop_on_signal(lock_wait=0.2)
+    assert "broken log" in caplog.text
+    assert "changes since it broke may be lost" in caplog.text
+    assert journal.broken is not None
+    assert not (persisted / "snapshot").exists()
+    assert store.get("s") == {"ok": True}  # still serving: the handler goes on to end the process
 
 
 def test_always_answers_a_length_while_another_connection_breaks_the_log(

@@ -164,12 +164,14 @@ def _release_sigterm() -> None:
 
 def _on_sigterm(signum: int, frame: object) -> None:
     """Remove the socket and the directory, then die of SIGTERM as the default would.
-    Takes no lock (the main thread, which runs this, may hold one): the process ends."""
+    Waits for no lock without a limit (the main thread, which runs this, may hold one):
+    the log is fsynced, and a broken one mended with a snapshot where its locks are free
+    (``Journal.stop_on_signal``)."""
     server, directory = _server, _made_dir
     if server is not None and server.pid == os.getpid():
         server.unlink()
         if server.journal is not None:
-            server.journal.sync_now()
+            server.journal.stop_on_signal()
     if directory is not None:
         shutil.rmtree(directory, ignore_errors=True)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

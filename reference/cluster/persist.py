@@ -10,7 +10,7 @@ the log at once, with ``os.write``, under the server's lock. ``fsync`` says
 when the log reaches the disk: ``"always"`` before the replies of each batch
 (:meth:`Journal.sync_to`, called by ``connection.serve``), ``"everysec"`` from
 a thread once a second, ``"no"`` when the OS likes; :meth:`Journal.close`
-(``shutdown()``, atexit) and :meth:`Journal.sync_now` (SIGTERM) always.
+(``shutdown()``, atexit) and :meth:`Journal.stop_on_signal` (SIGTERM) always.
 
 When the log outgrows :data:`COMPACT_RATIO` times the snapshot (and
 :data:`COMPACT_MIN_BYTES`), a thread compacts it: under the lock, one copy of
@@ -58,6 +58,8 @@ COMPACT_RATIO = 2
 """The log is compacted once it is this many times the size of the snapshot."""
 RETRY_SECONDS = 5.0
 """How often a broken journal tries to mend itself with a snapshot."""
+LOCK_WAIT = 5.0
+"""How long SIGTERM's handler waits for a lock before it stops without mending a broken log."""
 _SNAPSHOT = "snapshot"
 _TEMPORARY = "snapshot.tmp"
 _LOCK = "lock"
@@ -323,13 +325,33 @@ class Journal:
                 self._retired.remove(fd)
                 os.close(fd)
 
+    def stop_on_signal(self, lock_wait: float = LOCK_WAIT) -> None:
+        """For SIGTERM's handler, which runs on the main thread, after which the process ends.
+
+        A log that is whole is fsynced (:meth:`sync_now`), taking no lock. A
+        broken one is closed as :meth:`close` does, which writes the snapshot
+        that mends it, provided that the server's lock and the journal's can
+        each be had within ``lock_wait`` seconds: the main thread, interrupted
+        by the signal, may hold one of them itself, and would wait for it for
+        ever. If it cannot have them, or the journal is closing already, the
+        log is fsynced and the logger says what may be lost."""
+        if self.broken is None or self._stopping or self.pid != os.getpid():
+            self.sync_now()
+            return
+        for lock in (self._server_lock, self._sync_lock):
+            if lock is None or not lock.acquire(timeout=lock_wait):
+                self.sync_now()
+                return
+            lock.release()
+        self.close()
+
     def sync_now(self) -> None:
         """fsync what was written, taking none of the journal's locks (for a signal handler:
         the process ends); with a broken log, say on the logger what that may lose."""
         if self.broken is not None:
             log.error(
-                "storekit cluster: stopping on a signal with a broken log in %s: changes since it "
-                "broke may be lost (shutdown() or the interpreter's exit write a snapshot first)",
+                "storekit cluster: stopping on a signal with a broken log in %s and no snapshot "
+                "written: changes since it broke may be lost",
                 self.directory,
             )
         for fd in [*self._retired, self.fd]:
@@ -491,7 +513,9 @@ class Journal:
                     "master stops: changes since it broke may be lost",
                     self.directory,
                 )
-        with self._sync_lock:
+        # Under the server's lock as well: a change logged after the files are closed finds no
+        # log and is refused (shutdown() stops the server first; SIGTERM's handler does not).
+        with self._server_lock or contextlib.nullcontext(), self._sync_lock:
             if self.fd >= 0:
                 try:
                     self._sync_retired(close=False)
