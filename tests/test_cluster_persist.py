@@ -969,6 +969,24 @@ def test_sigterm_whose_thread_holds_the_lock_fsyncs_and_says_what_may_be_lost(
     assert store.get("s") == {"ok": True}  # still serving: the handler goes on to end the process
 
 
+def test_a_change_after_the_log_is_closed_under_a_running_server_is_refused(persisted: Path) -> None:
+    """SIGTERM's handler closes the log while the server still answers: a change that comes
+    after is refused, saying the master is stopping, and nothing is written; reads go on."""
+    cluster.setup(persist=persisted, fsync="no")
+    store = ClusterStore()
+    store.set("s", {"ok": True})
+    journal = journal_of_this_process()
+    journal.close()
+    size = (persisted / "log.0").stat().st_size
+    with pytest.raises(StoreUnavailable, match="is stopping and has closed its log"):
+        store.set("late", {"x": 1})
+    with pytest.raises(StoreUnavailable, match="is stopping"):
+        store.destroy("s")
+    assert store.get("s") == {"ok": True}
+    assert (persisted / "log.0").stat().st_size == size
+    assert journal.broken is None  # refused, not broken: nothing was lost
+
+
 def test_always_answers_a_length_while_another_connection_breaks_the_log(
     persisted: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -246,8 +246,10 @@ class Journal:
         if it cannot, with the log as it was."""
         if self.broken is not None:
             raise Unlogged(self.broken)
-        data = records.record(op, namespace, sid, value)
         fd = self.fd
+        if fd < 0:  # closed as the master stops, its server still answering (SIGTERM's handler)
+            raise Unlogged(f"the cluster master is stopping and has closed its log in {self.directory!r}")
+        data = records.record(op, namespace, sid, value)
         try:
             _write_all(fd, data)
         except OSError as exc:
@@ -513,8 +515,8 @@ class Journal:
                     "master stops: changes since it broke may be lost",
                     self.directory,
                 )
-        # Under the server's lock as well: a change logged after the files are closed finds no
-        # log and is refused (shutdown() stops the server first; SIGTERM's handler does not).
+        # Under the server's lock as well: a change made after the files are closed finds fd -1
+        # and is refused by record() (shutdown() stops the server first; SIGTERM's handler does not).
         with self._server_lock or contextlib.nullcontext(), self._sync_lock:
             if self.fd >= 0:
                 try:
