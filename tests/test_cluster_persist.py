@@ -958,10 +958,23 @@ def test_sigterm_whose_thread_holds_the_lock_fsyncs_and_says_what_may_be_lost(
     swap_in_dev_full(journal)
     with pytest.raises(StoreUnavailable):
         store.set("refused", {"x": 1})
-    server = cluster.master._server
-    assert server is not None
-    with server._lock, caplog.at_level(logging.ERROR, logger="storekit.cluster"):
-        journal.stop_on_signal(lock_wait=0.2)
+    # The journal's view of the server's lock, held by the "main thread" below: if the handler
+    # waited on it, only that thread would hang, and the test fails instead of hanging.
+    real_lock, held = journal._server_lock, threading.Lock()
+    journal._server_lock = held
+
+    def interrupted_while_holding_the_lock() -> None:
+        with held:
+            journal.stop_on_signal(lock_wait=0.2)
+
+    handler = threading.Thread(target=interrupted_while_holding_the_lock, daemon=True)
+    try:
+        with caplog.at_level(logging.ERROR, logger="storekit.cluster"):
+            handler.start()
+            handler.join(10)
+    finally:
+        journal._server_lock = real_lock
+    assert not handler.is_alive(), "stop_on_signal waited for a lock its own thread holds"
     assert "broken log" in caplog.text
     assert "changes since it broke may be lost" in caplog.text
     assert journal.broken is not None
